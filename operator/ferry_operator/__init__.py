@@ -1,0 +1,1 @@
+"""Ferry operator: reconciles ModelDeployments into Deployments, Services and HPAs."""

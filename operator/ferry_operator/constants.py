@@ -1,0 +1,38 @@
+"""Names shared across the operator: API group, kind, labels, field manager."""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "serving.ferry.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "ModelDeployment"
+PLURAL: Final = "modeldeployments"
+SINGULAR: Final = "modeldeployment"
+SHORT_NAMES: Final = ("md", "mdep")
+CATEGORIES: Final = ("ferry",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+FIELD_MANAGER: Final = "ferry-operator"
+MANAGED_BY: Final = "ferry"
+
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MODEL_DEPLOYMENT: Final = f"{GROUP}/model-deployment"
+
+APP_NAME: Final = "ferry-model"
+COMPONENT: Final = "model-server"
+
+# Kopf's bookkeeping (progress, last-handled state) lives under Ferry's own prefix.
+KOPF_ANNOTATIONS_PREFIX: Final = GROUP
+
+DEFAULT_RUNTIME_IMAGE: Final = "ghcr.io/ferry-serving/ferry-runtime:0.1.0"
+DEFAULT_GPU_RESOURCE: Final = "nvidia.com/gpu"
+GPU_TAINT_KEY: Final = "nvidia.com/gpu"
+
+DEFAULT_HTTP_PORT: Final = 8080
+DEFAULT_GRPC_PORT: Final = 8081
+MODEL_MOUNT_PATH: Final = "/models"

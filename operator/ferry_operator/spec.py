@@ -1,0 +1,697 @@
+"""The ModelDeployment API (serving.ferry.dev/v1alpha1) as pydantic models.
+
+These models are the single source of truth: the CRD's OpenAPI schema (with descriptions taken
+from the attribute docstrings below), its CEL rules and its defaults are generated from them by
+``ferry_operator.crd``, and the operator parses every object it handles with them. JSON names
+are camelCase, as Kubernetes API conventions ask; Python names are snake_case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from ferry_operator import constants
+
+# ---------------------------------------------------------------------------------------------
+# Shared building blocks
+# ---------------------------------------------------------------------------------------------
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SERVED_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+SHA256_HEX = r"^[0-9a-f]{64}$"
+# A Kubernetes resource quantity ("500m", "2", "1Gi", "1e3").
+QUANTITY = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[KMGTPE]i?|[mkMGTPE]|[un])?$"
+PERCENT = r"^[0-9]+%$"
+# Extended resource names: a vendor domain and a resource, e.g. nvidia.com/gpu,
+# nvidia.com/mig-1g.10gb, amd.com/gpu.
+EXTENDED_RESOURCE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+
+SUPPORTED_URI_SCHEMES: tuple[str, ...] = ("pvc", "http", "https", "s3", "file")
+
+Quantity = Annotated[
+    int | str,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY}),
+]
+IntOrPercent = Annotated[
+    int | str,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": PERCENT}),
+]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry; ``field_path`` points kubectl at the field."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: camelCase JSON, unknown fields refused, docstrings as docs."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# spec.model
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelSource(ApiModel):
+    """Where the model comes from and how to check it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.uri.matches('^(pvc|https?|s3|file)://.+')",
+                    "spec.model.uri must start with pvc://, http://, https://, s3:// or file://",
+                    ".uri",
+                ),
+                cel(
+                    "!self.uri.startsWith('pvc://') || "
+                    "self.uri.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?$')",
+                    "spec.model.uri: pvc:// URIs are pvc://CLAIM/PATH with a valid claim name",
+                    ".uri",
+                ),
+                cel(
+                    "!has(self.credentialsSecret) || self.uri.matches('^(https?|s3)://')",
+                    "spec.model.credentialsSecret only applies to http(s):// and s3:// URIs",
+                    ".credentialsSecret",
+                ),
+            ]
+        }
+    )
+
+    uri: str = Field(min_length=1, max_length=2048)
+    """Model location: pvc://CLAIM/PATH (a directory on a PersistentVolumeClaim, mounted
+    read-only), http(s)://… (an archive such as model.tar.gz, or a directory URL ending in /),
+    s3://BUCKET/PREFIX/ or s3://BUCKET/KEY.tar.gz, or file:///… (local mode only). The model
+    directory holds model.pt (TorchScript) and model.json (tensor names, datatypes, shapes)."""
+
+    format: Literal["torchscript"] = "torchscript"
+    """Serialization format of model.pt. Only torchscript is supported in v1alpha1."""
+
+    sha256: str | None = Field(default=None, pattern=SHA256_HEX, max_length=64)
+    """Expected SHA-256 of model.pt as 64 lowercase hex characters. The pod refuses to serve a
+    model whose digest differs."""
+
+    name: str | None = Field(default=None, pattern=SERVED_NAME, max_length=128)
+    """Name the model is served under (/v2/models/NAME). Defaults to metadata.name."""
+
+    version: str = Field(default="1", pattern=r"^[a-zA-Z0-9_.-]+$", max_length=64)
+    """Version the model is served under (/v2/models/NAME/versions/VERSION)."""
+
+    credentials_secret: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """Secret in the same namespace whose keys become environment variables of the model
+    fetcher: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL for s3://;
+    FERRY_RUNTIME_FETCH_AUTHORIZATION (the Authorization header value) for http(s)://."""
+
+    @model_validator(mode="after")
+    def _check_uri(self) -> ModelSource:
+        scheme = self.uri.split("://", 1)[0] if "://" in self.uri else ""
+        if scheme not in SUPPORTED_URI_SCHEMES or not self.uri.split("://", 1)[1]:
+            raise ValueError(
+                "spec.model.uri must start with pvc://, http://, https://, s3:// or file://"
+            )
+        if self.credentials_secret is not None and scheme not in {"http", "https", "s3"}:
+            raise ValueError(
+                "spec.model.credentialsSecret only applies to http(s):// and s3:// URIs"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# spec.runtime
+# ---------------------------------------------------------------------------------------------
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the model server container."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.value) && has(self.valueFrom))",
+                    "spec.runtime.env: set value or valueFrom, not both",
+                ),
+                cel(
+                    "!self.name.startsWith('FERRY_RUNTIME_')",
+                    "spec.runtime.env: FERRY_RUNTIME_* variables are set by Ferry from the spec",
+                    ".name",
+                ),
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """Variable name."""
+
+    value: str | None = Field(default=None, max_length=32768)
+    """Literal value."""
+
+    value_from: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """Source for the value (core/v1 EnvVarSource: secretKeyRef, configMapKeyRef, fieldRef,
+    resourceFieldRef)."""
+
+    @model_validator(mode="after")
+    def _check_value(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("spec.runtime.env: set value or valueFrom, not both")
+        if self.name.startswith("FERRY_RUNTIME_"):
+            raise ValueError(
+                "spec.runtime.env: FERRY_RUNTIME_* variables are set by Ferry from the spec"
+            )
+        return self
+
+
+class Protocols(ApiModel):
+    """Container ports of the model server."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.httpPort != self.grpcPort",
+                    "spec.runtime.protocols: httpPort and grpcPort must differ",
+                    ".grpcPort",
+                )
+            ]
+        }
+    )
+
+    http_port: int = Field(default=constants.DEFAULT_HTTP_PORT, ge=1024, le=65535)
+    """Container port for Open Inference Protocol v2 REST, the simple JSON predict route,
+    health probes and /metrics."""
+
+    grpc_port: int = Field(default=constants.DEFAULT_GRPC_PORT, ge=1024, le=65535)
+    """Container port for Open Inference Protocol v2 gRPC."""
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> Protocols:
+        if self.http_port == self.grpc_port:
+            raise ValueError("spec.runtime.protocols: httpPort and grpcPort must differ")
+        return self
+
+
+class Runtime(ApiModel):
+    """The model server container."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Runtime image. Defaults to the operator's configured runtime image."""
+
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """Image pull policy. Kubernetes' default applies when unset."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device the model runs on: auto (cuda when a GPU is visible), cpu, or cuda."""
+
+    threads: int = Field(default=0, ge=0, le=256)
+    """Torch intra-op threads; 0 lets torch decide from the CPUs it sees."""
+
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment variables for the model server container."""
+
+    protocols: Protocols = Field(default_factory=Protocols)
+    """Container ports."""
+
+    service_account_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """ServiceAccount for the model pods. No token is mounted unless
+    automountServiceAccountToken is true."""
+
+    automount_service_account_token: bool = False
+    """Mount the ServiceAccount token into the model pods (off by default: the runtime needs no
+    API access)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# spec.autoscaling, spec.resources, spec.scheduling
+# ---------------------------------------------------------------------------------------------
+
+
+class Autoscaling(ApiModel):
+    """Horizontal autoscaling. When present, an HPA owns the replica count and spec.replicas
+    is ignored."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "spec.autoscaling.minReplicas must be less than or equal to maxReplicas",
+                    ".minReplicas",
+                )
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    """Lower bound for the replica count."""
+
+    max_replicas: int = Field(ge=1, le=1000)
+    """Upper bound for the replica count."""
+
+    target_cpu_utilization_percentage: int = Field(default=80, ge=1, le=100)
+    """Average CPU utilisation (percent of requests) the HPA aims for. Needs
+    resources.requests.cpu."""
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                "spec.autoscaling.minReplicas must be less than or equal to maxReplicas"
+            )
+        return self
+
+
+class Gpu(ApiModel):
+    """GPUs for each model pod."""
+
+    count: int = Field(default=1, ge=1, le=16)
+    """GPUs per pod (or MIG slices, when resource names a MIG profile)."""
+
+    resource: str = Field(
+        default=constants.DEFAULT_GPU_RESOURCE, max_length=253, pattern=EXTENDED_RESOURCE
+    )
+    """Extended resource name: nvidia.com/gpu, a MIG profile such as nvidia.com/mig-1g.10gb,
+    or another vendor's device resource."""
+
+
+class Resources(ApiModel):
+    """Compute resources of the model server container."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.gpu) || !has(self.limits) || !(self.gpu.resource in self.limits)",
+                    "spec.resources: set the GPU through resources.gpu, not resources.limits",
+                    ".limits",
+                )
+            ]
+        }
+    )
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 16}
+    )
+    """Requested resources, e.g. cpu: "2", memory: 4Gi."""
+
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 16}
+    )
+    """Resource limits, e.g. memory: 8Gi."""
+
+    gpu: Gpu | None = None
+    """GPUs per pod. Adds the GPU resource to limits and tolerates the nvidia.com/gpu taint."""
+
+    @model_validator(mode="after")
+    def _check_gpu_limits(self) -> Resources:
+        if self.gpu is not None and self.gpu.resource in self.limits:
+            raise ValueError(
+                "spec.resources: set the GPU through resources.gpu, not resources.limits"
+            )
+        return self
+
+
+class Toleration(ApiModel):
+    """A core/v1 Toleration."""
+
+    key: str | None = Field(default=None, max_length=316)
+    """Taint key; empty with operator Exists matches every taint."""
+
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (Kubernetes' default: Equal)."""
+
+    value: str | None = Field(default=None, max_length=63)
+    """Taint value for operator Equal."""
+
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
+
+    toleration_seconds: int | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class Scheduling(ApiModel):
+    """Where model pods may run."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 64}
+    )
+    """Node labels a node must carry."""
+
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    """Taints the pods tolerate (the GPU taint is added automatically when a GPU is asked for)."""
+
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity)."""
+
+    priority_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """PriorityClass of the model pods."""
+
+    topology_spread_constraints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    """core/v1 TopologySpreadConstraints; labelSelector defaults to the model pods' labels when
+    omitted."""
+
+
+# ---------------------------------------------------------------------------------------------
+# spec.batching, spec.service, spec.rollout
+# ---------------------------------------------------------------------------------------------
+
+
+class Batching(ApiModel):
+    """Dynamic batching in the model server: concurrent requests are merged into one forward
+    pass."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
+                    "spec.batching.preferredBatchSizes must each be less than or equal to "
+                    "maxBatchSize",
+                    ".preferredBatchSizes",
+                )
+            ]
+        }
+    )
+
+    enabled: bool = True
+    """Merge concurrent requests into batches. When false, every request runs its own forward
+    pass."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    """Most rows in one forward pass; also the most rows one request may carry."""
+
+    max_queue_delay_ms: int = Field(default=5, ge=0, le=10000)
+    """Longest time, in milliseconds, a request waits for its batch to fill."""
+
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=list, max_length=16
+    )
+    """Batch sizes the batcher prefers to close at (for example sizes the model is fastest at)."""
+
+    max_queue_size: int = Field(default=1024, ge=1, le=1_000_000)
+    """Requests that may wait; beyond it requests are refused at once with 503 / UNAVAILABLE."""
+
+    @model_validator(mode="after")
+    def _check_preferred(self) -> Batching:
+        if any(size > self.max_batch_size for size in self.preferred_batch_sizes):
+            raise ValueError(
+                "spec.batching.preferredBatchSizes must each be less than or equal to maxBatchSize"
+            )
+        return self
+
+
+class ServiceSpec(ApiModel):
+    """The Service in front of the model pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.httpPort != self.grpcPort",
+                    "spec.service: httpPort and grpcPort must differ",
+                    ".grpcPort",
+                )
+            ]
+        }
+    )
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Service type."""
+
+    http_port: int = Field(default=constants.DEFAULT_HTTP_PORT, ge=1, le=65535)
+    """Service port for REST."""
+
+    grpc_port: int = Field(default=constants.DEFAULT_GRPC_PORT, ge=1, le=65535)
+    """Service port for gRPC."""
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> ServiceSpec:
+        if self.http_port == self.grpc_port:
+            raise ValueError("spec.service: httpPort and grpcPort must differ")
+        return self
+
+    annotations: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 64}
+    )
+    """Annotations for the Service (e.g. for a cloud load balancer)."""
+
+
+class Rollout(ApiModel):
+    """How a new model version replaces the old one (Deployment RollingUpdate)."""
+
+    max_surge: IntOrPercent = "25%"
+    """Extra pods allowed during a rollout (count or percentage)."""
+
+    max_unavailable: IntOrPercent = 0
+    """Pods that may be unavailable during a rollout (count or percentage). 0 keeps full
+    capacity while new pods load the model."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The object
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a served model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.runtime) || !has(self.runtime.device) || "
+                    "self.runtime.device != 'cuda' || "
+                    "(has(self.resources) && has(self.resources.gpu))",
+                    "spec.resources.gpu is required when spec.runtime.device is cuda",
+                    ".resources",
+                ),
+            ]
+        }
+    )
+
+    model: ModelSource
+    """The model to serve."""
+
+    runtime: Runtime = Field(default_factory=Runtime)
+    """The model server container."""
+
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Desired pods when autoscaling is off (also the scale subresource)."""
+
+    autoscaling: Autoscaling | None = None
+    """Horizontal autoscaling; when set, the HPA owns the replica count."""
+
+    resources: Resources = Field(default_factory=Resources)
+    """Compute resources and GPUs."""
+
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    """Node selection, tolerations, affinity, priority and topology spread."""
+
+    batching: Batching = Field(default_factory=Batching)
+    """Dynamic batching."""
+
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    """The Service in front of the pods."""
+
+    rollout: Rollout = Field(default_factory=Rollout)
+    """Rolling update settings."""
+
+    @model_validator(mode="after")
+    def _check_device(self) -> ModelDeploymentSpec:
+        if self.runtime.device == "cuda" and self.resources.gpu is None:
+            raise ValueError("spec.resources.gpu is required when spec.runtime.device is cuda")
+        return self
+
+
+class Condition(ApiModel):
+    """A status condition, following the Kubernetes condition conventions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(max_length=316)
+    """Ready, Progressing or Degraded."""
+
+    status: Literal["True", "False", "Unknown"]
+    """Condition status."""
+
+    reason: str = Field(max_length=1024)
+    """CamelCase reason for the last transition."""
+
+    message: str = Field(default="", max_length=32768)
+    """Human-readable detail."""
+
+    last_transition_time: str | None = None
+    """When the status last changed (RFC 3339)."""
+
+    observed_generation: int | None = None
+    """The metadata.generation this condition was computed for."""
+
+
+class ServingUrls(ApiModel):
+    """In-cluster addresses of the model."""
+
+    rest: str | None = None
+    """OIP v2 REST base URL."""
+
+    grpc: str | None = None
+    """OIP v2 gRPC target (host:port)."""
+
+
+class ServedModel(ApiModel):
+    """The model the pods were configured to serve."""
+
+    name: str
+    """Served model name."""
+
+    version: str
+    """Served model version."""
+
+    uri: str
+    """Model URI."""
+
+    sha256: str | None = None
+    """Expected digest, if one was given."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state, written only by the operator."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    """The metadata.generation the operator last acted on."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing and Degraded."""
+
+    replicas: int | None = None
+    """Pods that exist (scale subresource)."""
+
+    ready_replicas: int | None = None
+    """Pods that passed readiness (model loaded and warmed up)."""
+
+    updated_replicas: int | None = None
+    """Pods running the current spec."""
+
+    selector: str | None = None
+    """Label selector of the model pods (scale subresource, for the HPA)."""
+
+    url: ServingUrls | None = None
+    """In-cluster addresses."""
+
+    model: ServedModel | None = None
+    """The model actually configured."""
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(BaseModel):
+    """A whole ModelDeployment object as read from the API server or a file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    api_version: Literal["serving.ferry.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+
+    @property
+    def served_name(self) -> str:
+        """The name the model is served under."""
+        return self.spec.model.name or self.metadata.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing with errors that name the field
+# ---------------------------------------------------------------------------------------------
+
+
+class SpecError(ValueError):
+    """A ModelDeployment that does not match the API; the message names each offending field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """Turn a pydantic error location into a Kubernetes-style field path (spec.a.b[0].c)."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {"int", "str"} or "[" in part or part.startswith("function-"):
+            continue  # union branch markers, not fields
+        else:
+            path += f".{to_camel(part) if '_' in part else part}" if path else part
+    return path
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """One ``field.path: message`` line per problem, deduplicated in order."""
+    lines: list[str] = []
+    for item in error.errors():
+        if item["type"] == "value_error":
+            # Cross-field rules already name their field, as the CRD's CEL messages do.
+            line = str(item["ctx"]["error"])
+        else:
+            message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+            line = f"{_field_path(item['loc'])}: {message}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:
+    """Validate a ModelDeployment object; raise SpecError naming each bad field."""
+    try:
+        return ModelDeployment.model_validate(dict(obj))
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+
+
+def parse_spec(spec: Mapping[str, Any]) -> ModelDeploymentSpec:
+    """Validate a bare spec (as Kopf hands it over); raise SpecError naming each bad field."""
+    try:
+        return ModelDeploymentSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        lines = format_validation_error(error)
+        raise SpecError(
+            [line if line.startswith("spec.") else f"spec.{line}" for line in lines]
+        ) from None

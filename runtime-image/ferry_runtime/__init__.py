@@ -1,0 +1,1 @@
+"""Ferry runtime: serves TorchScript models over the Open Inference Protocol v2."""
