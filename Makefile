@@ -26,6 +26,7 @@ test: venv ## the whole default suite: lint, types, layering, then pytest (no cl
 	$(MAKE) --no-print-directory unit
 
 crd: venv ## regenerate crds/ and the chart's copy from the spec models
+	mkdir -p crds charts/ferry/crds
 	$(BIN)/ferry-operator crd > crds/serving.ferry.dev_modeldeployments.yaml
 	cp crds/serving.ferry.dev_modeldeployments.yaml charts/ferry/crds/
 

@@ -8,12 +8,14 @@ are camelCase, as Kubernetes API conventions ask; Python names are snake_case.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from ferry_operator import constants
 
@@ -33,13 +35,33 @@ PERCENT = r"^[0-9]+%$"
 EXTENDED_RESOURCE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 
 SUPPORTED_URI_SCHEMES: tuple[str, ...] = ("pvc", "http", "https", "s3", "file")
+# pvc://CLAIM[/PATH] with a valid claim name; CEL (RE2) and Python read it the same way.
+PVC_URI = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?$"
+
+
+def _string_matching(pattern: str) -> AfterValidator:
+    """Hold an int-or-string's string values to ``pattern``, as the CRD's schema does."""
+
+    def check(value: int | str) -> int | str:
+        if isinstance(value, str) and re.fullmatch(pattern, value) is None:
+            raise PydanticCustomError(
+                "string_pattern_mismatch",
+                "String should match pattern '{pattern}'",
+                {"pattern": pattern},
+            )
+        return value
+
+    return AfterValidator(check)
+
 
 Quantity = Annotated[
     int | str,
+    _string_matching(QUANTITY),
     Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY}),
 ]
 IntOrPercent = Annotated[
     int | str,
+    _string_matching(PERCENT),
     Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": PERCENT}),
 ]
 
@@ -60,6 +82,8 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # No coercion ("3" for 3, true for 1): refuse what the API server's schema refuses.
+        strict=True,
         use_attribute_docstrings=True,
     )
 
@@ -81,8 +105,7 @@ class ModelSource(ApiModel):
                     ".uri",
                 ),
                 cel(
-                    "!self.uri.startsWith('pvc://') || "
-                    "self.uri.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/.*)?$')",
+                    f"!self.uri.startsWith('pvc://') || self.uri.matches('{PVC_URI}')",
                     "spec.model.uri: pvc:// URIs are pvc://CLAIM/PATH with a valid claim name",
                     ".uri",
                 ),
@@ -125,6 +148,10 @@ class ModelSource(ApiModel):
         if scheme not in SUPPORTED_URI_SCHEMES or not self.uri.split("://", 1)[1]:
             raise ValueError(
                 "spec.model.uri must start with pvc://, http://, https://, s3:// or file://"
+            )
+        if scheme == "pvc" and not re.fullmatch(PVC_URI, self.uri):
+            raise ValueError(
+                "spec.model.uri: pvc:// URIs are pvc://CLAIM/PATH with a valid claim name"
             )
         if self.credentials_secret is not None and scheme not in {"http", "https", "s3"}:
             raise ValueError(
@@ -238,6 +265,14 @@ class Runtime(ApiModel):
     """Mount the ServiceAccount token into the model pods (off by default: the runtime needs no
     API access)."""
 
+    @model_validator(mode="after")
+    def _check_env_names(self) -> Runtime:
+        names = [var.name for var in self.env]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"spec.runtime.env: duplicate names {', '.join(duplicates)}")
+        return self
+
 
 # ---------------------------------------------------------------------------------------------
 # spec.autoscaling, spec.resources, spec.scheduling
@@ -307,14 +342,10 @@ class Resources(ApiModel):
         }
     )
 
-    requests: dict[str, Quantity] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": 16}
-    )
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
     """Requested resources, e.g. cpu: "2", memory: 4Gi."""
 
-    limits: dict[str, Quantity] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": 16}
-    )
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
     """Resource limits, e.g. memory: 8Gi."""
 
     gpu: Gpu | None = None
@@ -351,9 +382,7 @@ class Toleration(ApiModel):
 class Scheduling(ApiModel):
     """Where model pods may run."""
 
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": 64}
-    )
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Node labels a node must carry."""
 
     tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
@@ -409,7 +438,7 @@ class Batching(ApiModel):
     """Longest time, in milliseconds, a request waits for its batch to fill."""
 
     preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=list, max_length=16
+        default_factory=list, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     """Batch sizes the batcher prefers to close at (for example sizes the model is fastest at)."""
 
@@ -418,6 +447,8 @@ class Batching(ApiModel):
 
     @model_validator(mode="after")
     def _check_preferred(self) -> Batching:
+        if len(set(self.preferred_batch_sizes)) != len(self.preferred_batch_sizes):
+            raise ValueError("spec.batching.preferredBatchSizes: duplicate sizes")
         if any(size > self.max_batch_size for size in self.preferred_batch_sizes):
             raise ValueError(
                 "spec.batching.preferredBatchSizes must each be less than or equal to maxBatchSize"
@@ -455,9 +486,7 @@ class ServiceSpec(ApiModel):
             raise ValueError("spec.service: httpPort and grpcPort must differ")
         return self
 
-    annotations: dict[str, str] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": 64}
-    )
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Annotations for the Service (e.g. for a cloud load balancer)."""
 
 
