@@ -36,5 +36,18 @@ bench: venv ## full runtime benchmark (Ferry vs raw torch, MLServer, TorchServe)
 bench-quick: venv ## short runtime benchmark (< 3 minutes)
 	$(BIN)/python bench/runtime/run.py --quick
 
+image: venv ## build ferry-runtime:dev and ferry-operator:dev with a local Docker engine
+	bash scripts/build-runtime-image.sh ferry-runtime:dev
+	bash scripts/build-operator-image.sh ferry-operator:dev
+
+kind-up: venv ## kind cluster kind-ferry: build + load both images, install the chart, serve the example, infer
+	bash scripts/kind-up.sh
+
+kind-down: ## delete the kind-ferry cluster
+	bash scripts/kind-down.sh
+
+e2e: venv ## end-to-end suite against a real cluster (after make kind-up); E2E_ARGS="--operator-local" etc.
+	$(BIN)/python -m pytest e2e $(E2E_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

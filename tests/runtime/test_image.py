@@ -1,0 +1,273 @@
+"""The runtime image, built from a local debootstrap base with --network none, run like a pod.
+
+Opt-in (FERRY_TEST_IMAGE=1): needs a container engine, or root to start a private dockerd,
+and a few minutes. docs/runtime-image.md has the manual steps and timings. The container runs
+the way the operator's pods do: non-root uid 10001, read-only root filesystem with a tmpfs
+/tmp, all capabilities dropped, no privilege escalation; `fetch` (the init container) fills a
+model directory over HTTP, then `serve` serves it read-only, answers inference, and exits
+cleanly on SIGTERM (`docker stop`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from ferry_runtime.digest import file_sha256
+from fetch_fixtures import (
+    ModelHttpServer,
+    make_model_dir,
+    serve_http,
+    tar_gz_bytes,
+    torchscript_allowed,
+)
+
+pytestmark = [
+    pytest.mark.image,
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+    pytest.mark.skipif(
+        os.environ.get("FERRY_TEST_IMAGE") != "1",
+        reason="builds and runs the runtime image with a local container engine; "
+        "opt in with FERRY_TEST_IMAGE=1 (docs/runtime-image.md)",
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+UID = "10001"
+POD_LIKE = [
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,nosuid,nodev,mode=1777",
+    "--user",
+    f"{UID}:{UID}",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--network",
+    "host",
+]
+
+
+def engine_env() -> dict[str, str]:
+    """The environment (DOCKER_HOST) under which the engine the build scripts use answers."""
+    probe = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source scripts/docker-engine.sh && ferry_ensure_engine && echo "${DOCKER_HOST:-}"',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if probe.returncode != 0:
+        pytest.fail(f"no container engine: {probe.stderr.strip()}")
+    env = dict(os.environ)
+    if probe.stdout.strip():
+        env["DOCKER_HOST"] = probe.stdout.strip()
+    return env
+
+
+def docker(
+    env: dict[str, str], *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [os.environ.get("DOCKER", "docker"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}{result.stdout}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def engine() -> dict[str, str]:
+    return engine_env()
+
+
+@pytest.fixture(scope="module")
+def image(engine: dict[str, str]) -> str:
+    """The image under test: FERRY_IMAGE if given, else built now by the build script."""
+    given = os.environ.get("FERRY_IMAGE")
+    if given:
+        return given
+    tag = "ferry-runtime:image-test"
+    started = time.monotonic()
+    build = subprocess.run(
+        ["bash", "scripts/build-runtime-image.sh", tag],
+        cwd=REPO,
+        env=engine,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1100,
+    )
+    assert build.returncode == 0, (
+        f"image build failed:\n{build.stdout[-4000:]}{build.stderr[-4000:]}"
+    )
+    print(f"built {tag} in {time.monotonic() - started:.0f}s")
+    return tag
+
+
+@pytest.fixture
+def model_source(tmp_path: Path) -> Path:
+    source = make_model_dir(tmp_path / "source")
+    for path in (source, *source.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return source
+
+
+@pytest.fixture
+def container_name(engine: dict[str, str]) -> Iterator[str]:
+    name = f"ferry-image-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    docker(engine, "rm", "--force", name, check=False)
+
+
+def test_image_runs_as_non_root_with_ferry_runtime_as_pid_1(
+    engine: dict[str, str], image: str
+) -> None:
+    config = json.loads(docker(engine, "image", "inspect", image).stdout)[0]["Config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["ferry-runtime"]
+    assert config["Cmd"] == ["serve"]
+    assert set(config["ExposedPorts"]) == {"8080/tcp", "8081/tcp"}
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["HOME"] == "/tmp"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    owner = docker(engine, "run", "--rm", "--entrypoint", "stat", image, "-c", "%u", "/models")
+    assert owner.stdout.strip() == UID
+
+
+def test_fetch_then_serve_read_only_then_drain_on_sigterm(
+    engine: dict[str, str],
+    image: str,
+    model_source: Path,
+    tmp_path: Path,
+    container_name: str,
+) -> None:
+    import torch
+
+    digest = file_sha256(model_source / "model.pt")
+    models = tmp_path / "models"  # plays the pod's emptyDir
+    models.mkdir()
+    shutil.chown(models, int(UID), int(UID))
+
+    # 1. The init container: fetch over HTTP from a loopback server into the "emptyDir".
+    archive = {"/m/model.tar.gz": tar_gz_bytes(model_source)}
+    with serve_http(ModelHttpServer(files=archive)) as server:
+        fetch = docker(
+            engine,
+            "run",
+            "--rm",
+            *POD_LIKE,
+            "-v",
+            f"{models}:/models",
+            image,
+            "fetch",
+            server.url("/m/model.tar.gz"),
+            "/models",
+            "--sha256",
+            digest,
+            timeout=300,
+        )
+    assert fetch.returncode == 0, fetch.stderr
+    assert (models / ".ferry-complete").is_file()
+    assert file_sha256(models / "model.pt") == digest
+
+    # 2. The serving container: model directory mounted read-only.
+    http_port, grpc_port = free_port(), free_port()
+    docker(
+        engine,
+        "run",
+        "--detach",
+        "--name",
+        container_name,
+        *POD_LIKE,
+        "-v",
+        f"{models}:/models:ro",
+        "-e",
+        "FERRY_RUNTIME_HOST=127.0.0.1",
+        "-e",
+        f"FERRY_RUNTIME_HTTP_PORT={http_port}",
+        "-e",
+        f"FERRY_RUNTIME_GRPC_PORT={grpc_port}",
+        "-e",
+        f"FERRY_RUNTIME_MODEL_SHA256={digest}",
+        image,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    started = time.monotonic()
+    ready = False
+    while time.monotonic() - started < 180:
+        state = docker(engine, "inspect", "--format", "{{.State.Running}}", container_name)
+        if state.stdout.strip() != "true":
+            logs = docker(engine, "logs", container_name, check=False)
+            pytest.fail(f"the container exited before it was ready:\n{logs.stdout}{logs.stderr}")
+        try:
+            ready = httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            ready = False
+        if ready:
+            break
+        time.sleep(0.5)
+    logs = docker(engine, "logs", container_name, check=False)
+    assert ready, f"not ready after 180s:\n{logs.stdout}{logs.stderr}"
+    print(f"ready {time.monotonic() - started:.1f}s after docker run")
+
+    rows = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
+    reply = httpx.post(
+        f"{base}/v2/models/model/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "INPUT__0",
+                    "datatype": "FP32",
+                    "shape": [2, 4],
+                    "data": [x for row in rows for x in row],
+                }
+            ]
+        },
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    output = reply.json()["outputs"][0]
+    assert output["name"] == "OUTPUT__0"
+    assert output["shape"] == [2, 2]
+    with torchscript_allowed():
+        expected = torch.jit.load(str(model_source / "model.pt"))(torch.tensor(rows))
+    assert torch.allclose(torch.tensor(output["data"]).reshape(2, 2), expected, atol=1e-6)
+
+    # 3. SIGTERM (docker stop): a clean exit well before the 30s grace period runs out.
+    stop_started = time.monotonic()
+    docker(engine, "stop", "--time", "30", container_name, timeout=60)
+    stop_took = time.monotonic() - stop_started
+    state = json.loads(docker(engine, "inspect", container_name).stdout)[0]["State"]
+    logs = docker(engine, "logs", container_name, check=False)
+    assert state["ExitCode"] == 0, f"exit {state['ExitCode']}:\n{logs.stdout}{logs.stderr}"
+    assert not state["OOMKilled"]
+    assert stop_took < 25, f"docker stop took {stop_took:.1f}s: SIGTERM was not handled"
+    print(f"stopped cleanly in {stop_took:.1f}s")
