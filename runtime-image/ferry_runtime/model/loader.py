@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ferry_runtime.cpus import detect_usable_cpus
 from ferry_runtime.digest import digests_match, file_sha256
 from ferry_runtime.model.base import Model, ModelLoadError
 from ferry_runtime.model.config import load_model_config
@@ -96,8 +97,8 @@ def load_model(options: LoadOptions) -> Model:
                 "refusing to serve"
             )
     device = resolve_device(options.device)
-    if options.threads > 0:
-        torch.set_num_threads(options.threads)
+    # 0 means "as many as this container may use", not torch's count of the node's cores.
+    torch.set_num_threads(options.threads if options.threads > 0 else detect_usable_cpus())
     try:
         with warnings.catch_warnings():
             # torch ≥ 2.10 deprecates torch.jit.*; TorchScript stays the format Ferry serves
