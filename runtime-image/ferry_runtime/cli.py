@@ -35,11 +35,15 @@ def _parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser(
         "fetch",
-        help="download a model directory (file://, pvc://, http(s)://, s3://) into DIR",
+        help="download a model directory (file://, http(s)://, s3://) into DIR",
     )
     fetch.add_argument("uri", help="model URI (docs/contracts.md)")
     fetch.add_argument("dest", type=Path, metavar="DIR", help="destination directory")
-    fetch.add_argument("--sha256", help="expected SHA-256 of model.pt")
+    fetch.add_argument(
+        "--sha256",
+        default=os.environ.get("FERRY_RUNTIME_MODEL_SHA256") or None,
+        help="expected SHA-256 of model.pt (default: FERRY_RUNTIME_MODEL_SHA256)",
+    )
     return parser
 
 
@@ -86,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from ferry_runtime.fetch import FetchError, fetch_model
 
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         path = fetch_model(args.uri, args.dest, sha256=args.sha256)
     except FetchError as error:

@@ -87,3 +87,20 @@ def test_python_dash_m_is_the_cli() -> None:
     assert result.returncode == 0
     assert "serve" in result.stdout
     assert "fetch" in result.stdout
+
+def test_fetch_takes_the_digest_from_the_pod_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ferry_runtime import fetch
+
+    calls: list[str | None] = []
+
+    def fake(uri: str, dest: Path, *, sha256: str | None = None) -> Path:
+        calls.append(sha256)
+        return dest
+
+    monkeypatch.setattr(fetch, "fetch_model", fake)
+    monkeypatch.setenv("FERRY_RUNTIME_MODEL_SHA256", "cd" * 32)
+    assert cli.main(["fetch", "s3://b/k/", str(tmp_path)]) == 0
+    assert cli.main(["fetch", "s3://b/k/", str(tmp_path), "--sha256", "ef" * 32]) == 0
+    assert calls == ["cd" * 32, "ef" * 32]
