@@ -1,0 +1,363 @@
+"""Ferry's end-to-end suite: a real cluster, opt-in.
+
+    pytest e2e --kubeconfig ~/.kube/config                     # after `make kind-up`
+    pytest e2e --kubeconfig K --operator-local                 # operator as a local process
+    pytest e2e --kubeconfig K --allow-context my-test-cluster  # a context not named kind-ferry*
+
+Not part of the default run (pyproject's testpaths is tests/): it runs only when pointed at. It
+refuses any kube context whose name does not start with ``kind-ferry`` unless ``--allow-context``
+names it. Checks that need running pods skip, with the reason, when the cluster has no
+schedulable node, so the rest also runs against a control-plane-only cluster.
+
+Modes:
+- default: the Helm chart is installed (release ``ferry`` in ``ferry-system``, as `make kind-up`
+  does; an existing release is upgraded and left in place) with the images already loaded into
+  the cluster (``--operator-image``, ``--runtime-image``).
+- ``--operator-local``: the CRD and the chart's ServiceAccount and RBAC are applied, and
+  ``ferry-operator run`` runs here as a subprocess logged in with that ServiceAccount's token —
+  so the operator provably needs no more than the chart grants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from e2e_kube import (
+    ClusterFacts,
+    ContextRefusedError,
+    Kube,
+    Operator,
+    Settings,
+    check_context,
+    cluster_facts,
+    resolve_target,
+    wait_for,
+)
+from e2e_manifests import model_store, namespace
+from e2e_models import ModelVersion, make_version
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD_FILE = ROOT / "crds" / "serving.ferry.dev_modeldeployments.yaml"
+RELEASE, RELEASE_NAMESPACE = "ferry", "ferry-system"
+LOCAL_RELEASE = "ferry-e2e"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ferry-e2e", "Ferry end-to-end suite")
+    group.addoption("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
+    group.addoption(
+        "--allow-context",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also allow this kube context (default: only kind-ferry*)",
+    )
+    group.addoption(
+        "--operator-local",
+        action="store_true",
+        help="run ferry-operator here, with the chart's ServiceAccount token, not the chart",
+    )
+    group.addoption("--operator-image", default="ferry-operator:dev")
+    group.addoption("--runtime-image", default="ferry-runtime:dev")
+    group.addoption(
+        "--e2e-timeout", type=float, default=300.0, help="seconds to wait for pods to serve"
+    )
+    group.addoption(
+        "--keep-namespace", action="store_true", help="leave the test namespace for debugging"
+    )
+
+
+MODULE_ORDER = ("test_install", "test_examples", "test_lifecycle")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything here e2e, and run installation checks first, the lifecycle last."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+            # Installs, image pulls, model loads and a rollout under load take minutes; the
+            # suite's own waits (--e2e-timeout) fail first with a useful message.
+            item.add_marker(pytest.mark.timeout(3600))
+
+    def rank(item: pytest.Item) -> int:
+        stem = Path(item.path).stem
+        return MODULE_ORDER.index(stem) if stem in MODULE_ORDER else len(MODULE_ORDER)
+
+    items.sort(key=rank)  # stable: keeps the order within each module
+
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig: pytest.Config) -> Settings:
+    return Settings(
+        operator_local=bool(pytestconfig.getoption("--operator-local")),
+        operator_image=str(pytestconfig.getoption("--operator-image")),
+        runtime_image=str(pytestconfig.getoption("--runtime-image")),
+        timeout=float(pytestconfig.getoption("--e2e-timeout")),
+        keep_namespace=bool(pytestconfig.getoption("--keep-namespace")),
+    )
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or (
+        str(ROOT / ".venv" / "bin" / name) if (ROOT / ".venv" / "bin" / name).exists() else None
+    )
+    if found is None:
+        pytest.exit(f"e2e needs {name} on PATH", returncode=pytest.ExitCode.USAGE_ERROR)
+    return found
+
+
+@pytest.fixture(scope="session")
+def kube(pytestconfig: pytest.Config) -> Kube:
+    """Clients for the target cluster, after the context guard."""
+    try:
+        target = resolve_target(
+            pytestconfig.getoption("--kubeconfig"), os.environ.get("KUBECONFIG")
+        )
+        check_context(target.context, pytestconfig.getoption("--allow-context"))
+    except ContextRefusedError as refusal:
+        pytest.exit(f"e2e: {refusal}", returncode=pytest.ExitCode.USAGE_ERROR)
+    _tool("kubectl")
+    kube = Kube(target, helm=_tool("helm"))
+    try:
+        client.VersionApi(kube.api).get_code(_request_timeout=10)
+    except Exception as error:  # any failure to reach the API server ends the run
+        pytest.exit(
+            f"e2e: cannot reach the API server of context {target.context!r}: {error}",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    return kube
+
+
+@pytest.fixture(scope="session")
+def facts(kube: Kube) -> ClusterFacts:
+    return cluster_facts(kube)
+
+
+@pytest.fixture(scope="session")
+def pods_run(facts: ClusterFacts) -> None:
+    """Use in tests that need running pods."""
+    if not facts.can_run_pods():
+        pytest.skip("the cluster has no schedulable node, so no pod can run (control-plane only)")
+
+
+@pytest.fixture(scope="session")
+def ns(kube: Kube, settings: Settings) -> Iterator[str]:
+    """A fresh namespace enforcing Pod Security "restricted"."""
+    name = f"ferry-e2e-{secrets.token_hex(3)}"
+    kube.apply([namespace(name)])
+    yield name
+    if not settings.keep_namespace:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelVersion]:
+    """Versions "1" and "2" of the example model (different weights)."""
+    workdir = tmp_path_factory.mktemp("models")
+    return {version: make_version(workdir, version, seed) for version, seed in (("1", 0), ("2", 1))}
+
+
+@pytest.fixture(scope="session")
+def store(kube: Kube, ns: str, settings: Settings, models: dict[str, ModelVersion]) -> str:
+    """The in-cluster model store serving both versions; returns its namespace."""
+    kube.apply(model_store(ns, settings.runtime_image, list(models.values())))
+    return ns
+
+
+@pytest.fixture(scope="session")
+def store_ready(kube: Kube, store: str, pods_run: None, settings: Settings) -> str:
+    wait_for(
+        lambda: kube.apps.read_namespaced_deployment("model-store", store).status.ready_replicas,
+        timeout=settings.timeout,
+        what="the model store to serve",
+        details=lambda: kube.kubectl("-n", store, "describe", "pods", check=False).stdout[-3000:],
+    )
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# The operator under test
+# ---------------------------------------------------------------------------------------------
+
+
+def _other_operators(kube: Kube, allowed: set[tuple[str, str]]) -> list[str]:
+    deployments = kube.apps.list_deployment_for_all_namespaces(
+        label_selector="app.kubernetes.io/part-of=ferry,app.kubernetes.io/component=operator"
+    ).items
+    return [
+        f"{d.metadata.namespace}/{d.metadata.name}"
+        for d in deployments
+        if (d.metadata.namespace, d.metadata.name) not in allowed and (d.spec.replicas or 0) > 0
+    ]
+
+
+def _apply_crd(kube: Kube) -> None:
+    assert CRD_FILE.is_file(), f"{CRD_FILE} is missing: run `make crd`"
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "customresourcedefinition/modeldeployments.serving.ferry.dev",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def ferry(kube: Kube, ns: str, settings: Settings, facts: ClusterFacts) -> Iterator[Operator]:
+    """Ferry installed and running: the chart, or a local process (--operator-local)."""
+    if settings.operator_local:
+        yield from _local_operator(kube, ns, settings)
+    else:
+        yield from _chart_operator(kube, settings, facts)
+
+
+def _chart_operator(kube: Kube, settings: Settings, facts: ClusterFacts) -> Iterator[Operator]:
+    if not facts.can_run_pods():
+        pytest.skip(
+            "chart mode runs the operator in a pod and the cluster has no schedulable node; "
+            "use --operator-local on a control-plane-only cluster"
+        )
+    others = _other_operators(kube, {(RELEASE_NAMESPACE, RELEASE)})
+    if others:
+        pytest.fail(f"another Ferry operator runs in this cluster: {others}; remove it first")
+    _apply_crd(kube)
+    existed = kube.helm("status", RELEASE, "-n", RELEASE_NAMESPACE, check=False).returncode == 0
+    repository, _, tag = settings.operator_image.rpartition(":")
+    kube.helm(
+        "upgrade", "--install", RELEASE, str(ROOT / "charts" / "ferry"),
+        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", f"runtime.image={settings.runtime_image}",
+        "--wait", "--timeout", f"{int(settings.timeout)}s",
+    )  # fmt: skip
+    started = time.time()
+
+    def logs() -> str:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started - 1))
+        return str(kube.kubectl(
+            "-n", RELEASE_NAMESPACE, "logs", f"deployment/{RELEASE}", f"--since-time={since}",
+            "--all-containers", check=False,
+        ).stdout)  # fmt: skip
+
+    operator = Operator("chart", logs, (RELEASE_NAMESPACE, RELEASE), started)
+    yield operator
+    denials = operator.denials()
+    if not existed:
+        kube.helm("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", check=False)
+    assert denials == [], f"the operator was denied by RBAC: {denials[:5]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _service_account_kubeconfig(kube: Kube, ns: str, account: str, path: Path) -> None:
+    """A kubeconfig for the same cluster that authenticates as ``account``'s token."""
+    request = client.AuthenticationV1TokenRequest(
+        api_version="authentication.k8s.io/v1",
+        kind="TokenRequest",
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200),
+    )
+    issued = kube.core.create_namespaced_service_account_token(account, ns, request)
+    assert issued.status is not None, "the API server issued no token"
+    token = issued.status.token
+    flat = json.loads(
+        kube.kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout
+    )
+    cluster = flat["clusters"][0]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {"name": "operator", "context": {"cluster": cluster["name"], "user": account}}
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+
+
+def _local_operator(kube: Kube, ns: str, settings: Settings) -> Iterator[Operator]:
+    others = _other_operators(kube, set())
+    if others:
+        pytest.fail(
+            f"a Ferry operator runs in this cluster ({others}) and would reconcile the suite's "
+            "objects too: uninstall it (helm uninstall ferry -n ferry-system) for --operator-local"
+        )
+    _apply_crd(kube)
+    # The chart's ServiceAccount and RBAC for a namespaced installation watching `ns`.
+    rendered = kube.helm(
+        "template", LOCAL_RELEASE, str(ROOT / "charts" / "ferry"), "--namespace", ns,
+        "--set", f"watchNamespaces={{{ns}}}",
+    ).stdout  # fmt: skip
+    rbac_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    rbac = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in rbac_kinds]
+    kube.apply(rbac)
+    account = next(doc for doc in rbac if doc["kind"] == "ServiceAccount")["metadata"]["name"]
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ferry-e2e-{ns}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = workdir / "operator.kubeconfig"
+    _service_account_kubeconfig(kube, ns, account, kubeconfig)
+    log_path = workdir / "operator.log"
+    port = _free_port()
+    binary = Path(sys.executable).with_name("ferry-operator")
+    command = [str(binary) if binary.exists() else "ferry-operator", "run", "--standalone"]
+    command += ["--namespace", ns, "--liveness", f"http://127.0.0.1:{port}/healthz"]
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "FERRY_RUNTIME_IMAGE": settings.runtime_image,
+        "FERRY_LOG_FORMAT": "plain",
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    operator = Operator("local", log_path.read_text, (ns, account))
+    try:
+
+        def alive() -> bool:
+            assert process.poll() is None, f"ferry-operator exited:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(alive, timeout=60, what="the local operator's liveness endpoint")
+        yield operator
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        for doc in rbac:
+            if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+                kube.kubectl(
+                    "delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found",
+                    check=False,
+                )  # fmt: skip
+    assert operator.denials() == [], f"the operator was denied by RBAC: {operator.denials()[:5]}"

@@ -1,0 +1,90 @@
+"""Checks shared by the tests: inference through a Service, children of a ModelDeployment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from e2e_kube import FIELD_MANAGER, Kube, port_forward, wait_for
+from e2e_models import INPUT_NAME, OUTPUT_NAME, ModelVersion, sample_batch
+
+
+def _ready(client: Any, model: str) -> bool:
+    try:
+        return bool(client.is_model_ready(model))
+    except Exception:  # connection refused while the forward settles
+        return False
+
+
+def infer_through_service(
+    kube: Kube,
+    namespace: str,
+    *,
+    service: str,
+    ports: tuple[int, int],
+    served_name: str,
+    model: ModelVersion,
+) -> None:
+    """One REST (binary tensors) and one gRPC inference with tritonclient through
+    ``kubectl port-forward service/NAME``; outputs must equal the same model run locally."""
+    batch = sample_batch()
+    expected = model.predict(batch)
+    http_port, grpc_port = ports
+    with port_forward(kube, namespace, service, http_port) as local:
+        rest = httpclient.InferenceServerClient(url=f"127.0.0.1:{local}")
+        wait_for(lambda: _ready(rest, served_name), timeout=60, what=f"{served_name} over REST")
+        request = httpclient.InferInput(INPUT_NAME, list(batch.shape), "FP32")
+        request.set_data_from_numpy(batch, binary_data=True)
+        result = rest.infer(
+            served_name, [request], outputs=[httpclient.InferRequestedOutput(OUTPUT_NAME)]
+        )
+        np.testing.assert_allclose(result.as_numpy(OUTPUT_NAME), expected, rtol=1e-4, atol=1e-5)
+        rest.close()
+    with port_forward(kube, namespace, service, grpc_port) as local:
+        grpc = grpcclient.InferenceServerClient(url=f"127.0.0.1:{local}")
+        wait_for(lambda: _ready(grpc, served_name), timeout=60, what=f"{served_name} over gRPC")
+        grpc_request = grpcclient.InferInput(INPUT_NAME, list(batch.shape), "FP32")
+        grpc_request.set_data_from_numpy(batch)
+        grpc_result = grpc.infer(served_name, [grpc_request])
+        np.testing.assert_allclose(
+            grpc_result.as_numpy(OUTPUT_NAME), expected, rtol=1e-4, atol=1e-5
+        )
+        grpc.close()
+
+
+def live_children(kube: Kube, namespace: str, name: str) -> dict[str, list[Any]]:
+    return {kind: items for kind, items in kube.children(namespace, name).items() if items}
+
+
+def no_children_left(kube: Kube, namespace: str, name: str) -> bool:
+    return not live_children(kube, namespace, name)
+
+
+def check_child(child: Any, md: Mapping[str, Any]) -> None:
+    """Owned by the ModelDeployment (controller reference, so GC collects it), labelled,
+    written with server-side apply by Ferry's field manager, free of Kopf's bookkeeping."""
+    metadata = child.metadata
+    owners = [o for o in metadata.owner_references or () if o.controller]
+    assert [(o.kind, o.name, o.uid) for o in owners] == [
+        ("ModelDeployment", md["metadata"]["name"], md["metadata"]["uid"])
+    ], metadata.name
+    labels = metadata.labels or {}
+    assert labels.get("app.kubernetes.io/managed-by") == "ferry"
+    assert labels.get("serving.ferry.dev/model-deployment") == md["metadata"]["name"]
+    managers = {(m.manager, m.operation) for m in metadata.managed_fields or ()}
+    assert (FIELD_MANAGER, "Apply") in managers, managers
+    for key in metadata.annotations or {}:
+        assert not key.startswith(("kopf.zalando.org/", "serving.ferry.dev/")), key
+
+
+def ferry_manages_replicas(deployment: Any) -> bool:
+    """Whether Ferry's applied configuration of the Deployment includes spec.replicas."""
+    for entry in deployment.metadata.managed_fields or ():
+        if entry.manager == FIELD_MANAGER and entry.operation == "Apply":
+            spec = (entry.fields_v1 or {}).get("f:spec", {})
+            if "f:replicas" in spec:
+                return True
+    return False
