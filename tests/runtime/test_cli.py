@@ -88,6 +88,7 @@ def test_python_dash_m_is_the_cli() -> None:
     assert "serve" in result.stdout
     assert "fetch" in result.stdout
 
+
 def test_fetch_takes_the_digest_from_the_pod_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
