@@ -461,14 +461,16 @@ class Cluster:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply one child as ``ferry-operator``, taking over conflicting fields."""
+    async def apply(
+        self, manifest: Mapping[str, Any], field_manager: str = constants.FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply one child as ``field_manager``, taking over conflicting fields."""
         resource = CHILD_RESOURCES[str(manifest["kind"])]
         metadata = manifest["metadata"]
         return await self.connection.request(
             "PATCH",
             resource.path(metadata["namespace"], metadata["name"]),
-            params={"fieldManager": constants.FIELD_MANAGER, "force": "true"},
+            params={"fieldManager": field_manager, "force": "true"},
             body=manifest,
             content_type=APPLY_CONTENT_TYPE,
         )

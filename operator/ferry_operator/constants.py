@@ -15,6 +15,10 @@ CATEGORIES: Final = ("ferry",)
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 FIELD_MANAGER: Final = "ferry-operator"
+# Holds the Deployment's replicas for a moment when autoscaling is switched on, so that Ferry can
+# drop the field from its applied configuration without the API server resetting it to 1
+# (server-side apply's documented ownership transfer); the HPA then takes it over.
+REPLICAS_HANDOVER_MANAGER: Final = "ferry-operator-replicas-handover"
 MANAGED_BY: Final = "ferry"
 
 LABEL_NAME: Final = "app.kubernetes.io/name"

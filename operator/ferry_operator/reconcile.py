@@ -88,6 +88,9 @@ class Plan:
     prune: tuple[ChildRef, ...] = ()
     deployment: Mapping[str, Any] | None = None
     """The live Deployment, if any (its status feeds the ModelDeployment's)."""
+    handover: tuple[dict[str, Any], ...] = ()
+    """Applied first, as :data:`constants.REPLICAS_HANDOVER_MANAGER`: keeps the live replica
+    count while Ferry stops owning it (autoscaling switched on)."""
 
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
@@ -169,6 +172,36 @@ def apply_reason(
     return verdict
 
 
+def replicas_handover(
+    manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The apply that hands the live replica count over before Ferry stops owning it.
+
+    When autoscaling is switched on, the rendered Deployment no longer sets ``spec.replicas``.
+    Applied as is, server-side apply would remove the field Ferry owned, and the Deployment
+    would fall back to 1 replica until the HPA's next sync. Applying the current value under a
+    second field manager first makes that manager a co-owner, so the field survives Ferry
+    letting go; the HPA's scale writes take it over from there.
+    """
+    if manifest.get("kind") != "Deployment" or live is None:
+        return None
+    if "replicas" in (manifest.get("spec") or {}):
+        return None
+    replicas = (live.get("spec") or {}).get("replicas")
+    owned = applied_fields(
+        (live.get("metadata") or {}).get("managedFields"), constants.FIELD_MANAGER
+    )
+    if replicas is None or owned is None or "f:replicas" not in (owned.get("f:spec") or {}):
+        return None
+    metadata = manifest["metadata"]
+    return {
+        "apiVersion": manifest["apiVersion"],
+        "kind": "Deployment",
+        "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+        "spec": {"replicas": replicas},
+    }
+
+
 def _prunable(child: Mapping[str, Any], uid: str | None) -> bool:
     metadata = child.get("metadata") or {}
     return (
@@ -223,6 +256,7 @@ def plan(
         return Plan(md=md, blocked=rendered.blocked, deployment=deployment)
 
     to_apply: list[dict[str, Any]] = []
+    handover: list[dict[str, Any]] = []
     why: list[Why] = []
     wanted: set[tuple[Any, Any]] = set()
     for manifest in manifests:
@@ -232,6 +266,8 @@ def plan(
         if reason is not None:
             to_apply.append(manifest)
             why.append(reason)
+            if (held := replicas_handover(manifest, live.get(key))) is not None:
+                handover.append(held)
         if manifest["kind"] == "Deployment":
             deployment = live.get(key)
 
@@ -247,14 +283,23 @@ def plan(
         for key, child in sorted(live.items(), key=lambda item: str(item[0]))
         if key not in wanted and _prunable(child, uid)
     )
-    return Plan(md=md, apply=tuple(to_apply), why=tuple(why), prune=prune, deployment=deployment)
+    return Plan(
+        md=md,
+        apply=tuple(to_apply),
+        why=tuple(why),
+        prune=prune,
+        deployment=deployment,
+        handover=tuple(handover),
+    )
 
 
 class Writer(Protocol):
     """The writes a reconcile makes (implemented by ``cluster.Cluster``)."""
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``manifest``; return the object as stored."""
+    async def apply(
+        self, manifest: Mapping[str, Any], field_manager: str = constants.FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply ``manifest`` as ``field_manager``; return the object as stored."""
 
     async def delete(self, child: ChildRef) -> None:
         """Delete exactly ``child`` (its uid as precondition); gone already is fine."""
@@ -310,6 +355,8 @@ class Outcome:
     pruned: list[str] = field(default_factory=list)
     status_written: bool = False
     events: int = 0
+    handed_over: int = 0
+    """Replica counts handed over before autoscaling took them (see :func:`replicas_handover`)."""
     blocked: Blocked | None = None
     requeue_after: float | None = None
     """Run again after this many seconds (a drift repair held back by the :class:`RepairGuard`)."""
@@ -317,7 +364,13 @@ class Outcome:
     @property
     def writes(self) -> int:
         """API writes made."""
-        return len(self.applied) + len(self.pruned) + int(self.status_written) + self.events
+        return (
+            len(self.applied)
+            + len(self.pruned)
+            + int(self.status_written)
+            + self.events
+            + self.handed_over
+        )
 
 
 def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,6 +408,9 @@ async def reconcile(
 
     if blocked is None:
         try:
+            for held in decided.handover:  # before the apply that drops the field
+                await writer.apply(held, field_manager=constants.REPLICAS_HANDOVER_MANAGER)
+                outcome.handed_over += 1
             deployment = (
                 await _apply_all(decided, view, writer, instance_key, outcome) or deployment
             )

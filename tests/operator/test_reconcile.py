@@ -238,7 +238,12 @@ class FakeCluster:
         self.fail_apply: ApiError | None = None
         self.fail_status: ApiError | None = None
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    async def apply(
+        self, manifest: Mapping[str, Any], field_manager: str = constants.FIELD_MANAGER
+    ) -> dict[str, Any]:
+        if field_manager != constants.FIELD_MANAGER:
+            self.calls.append(f"apply {manifest['kind']} as {field_manager}")
+            return dict(manifest)
         self.calls.append(f"apply {manifest['kind']}")
         if self.fail_apply is not None:
             raise self.fail_apply
@@ -445,3 +450,50 @@ def test_memo_is_bounded() -> None:
     assert memo.get(("k", 24)) == (True, 24)
     assert memo.get(("k", 0)) == (False, None)
     assert len(memo._entries) <= 10
+
+
+def test_switching_autoscaling_on_hands_the_replica_count_over(owned_fields: Fields) -> None:
+    children = children_of(owner(replicas=3), owned_fields)
+    scaled = owner(
+        replicas=3,
+        autoscaling={"minReplicas": 2, "maxReplicas": 5},
+        resources={"requests": {"cpu": "1"}},
+    )
+    decided = plan(scaled, children, OPTIONS)
+    deployment = next(m for m in decided.apply if m["kind"] == "Deployment")
+    assert "replicas" not in deployment["spec"]
+    assert decided.handover == (
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "mlp", "namespace": "default"},
+            "spec": {"replicas": 3},
+        },
+    )
+
+
+def test_no_handover_while_ferry_owns_replicas_it_still_sets(owned_fields: Fields) -> None:
+    children = children_of(owner(replicas=3), owned_fields)
+    assert plan(owner(replicas=4), children, OPTIONS).handover == ()
+
+
+async def test_handover_is_applied_before_the_deployment_drops_replicas(
+    owned_fields: Fields,
+) -> None:
+    cluster = FakeCluster(owned_fields)
+    with_md(cluster, owner(replicas=3))
+    await run(cluster)
+    cluster.calls.clear()
+    with_md(
+        cluster,
+        owner(
+            replicas=3,
+            autoscaling={"minReplicas": 2, "maxReplicas": 5},
+            resources={"requests": {"cpu": "1"}},
+        ),
+    )
+    outcome = await run(cluster)
+    handover = f"apply Deployment as {constants.REPLICAS_HANDOVER_MANAGER}"
+    assert cluster.calls[0] == handover
+    assert cluster.calls.index(handover) < cluster.calls.index("apply Deployment")
+    assert outcome.handed_over == 1
