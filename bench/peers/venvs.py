@@ -1,8 +1,9 @@
 """Idempotent creation of the peer servers' virtual environments under ``.bench-venvs/``.
 
 Each peer gets its own venv so its dependency pins never touch the project's ``.venv``.
-``torch==2.13.0`` is always installed first (the same CPU build the project uses), then the
-peer's own packages.  A stamp file holding the spec's digest makes a second call a no-op.
+``torch==2.13.0`` is installed first (the same CPU build the project uses), then the peer's own
+packages (``tools``, holding py-spy for ``run.py --profile``, needs no torch). A stamp file
+holding the spec's digest makes a second call a no-op.
 
 Run directly to create (or check) every venv: ``.venv/bin/python bench/peers/venvs.py``.
 """
@@ -33,6 +34,8 @@ class VenvSpec:
     """A Python statement that must run cleanly in the finished venv."""
     apt_packages: tuple[str, ...] = field(default=())
     """Debian packages the peer needs on the host (installed only when missing and root)."""
+    with_torch: bool = True
+    """Install ``torch==2.13.0`` first (every peer server; not the profiling tools)."""
 
     def digest(self) -> str:
         """Digest of the spec: a changed spec re-runs the install."""
@@ -43,21 +46,27 @@ class VenvSpec:
 PEER_VENVS: dict[str, VenvSpec] = {
     "mlserver": VenvSpec(
         name="mlserver",
-        packages=("mlserver==1.7.1", "numpy<2.3"),
+        packages=("mlserver==1.7.1", "numpy<2.3", "uvloop==0.21.0"),
         probe="import mlserver, torch, numpy",
     ),
     "torchserve": VenvSpec(
         name="torchserve",
-        packages=("torchserve==0.12.0", "torch-model-archiver==0.12.0", "numpy<2.3"),
+        packages=("torchserve==0.12.0", "torch-model-archiver==0.12.0", "numpy<2.3", "pyyaml"),
         probe="import ts, model_archiver, torch, numpy",
     ),
     "perf_analyzer": VenvSpec(
         name="perf_analyzer",
         # 2.41.0 is the last tritonclient wheel that ships a perf_analyzer binary that runs here;
         # the binary links the CUDA runtime even for CPU-only use, hence the runtime wheel.
-        packages=("tritonclient[all]==2.41.0", "nvidia-cuda-runtime-cu12"),
-        probe="import tritonclient.grpc, nvidia.cuda_runtime",
+        packages=("tritonclient==2.41.0", "nvidia-cuda-runtime-cu12"),
+        probe="import tritonclient, nvidia.cuda_runtime",
         apt_packages=("libb64-0d",),
+    ),
+    "tools": VenvSpec(
+        name="tools",
+        packages=("py-spy==0.4.3",),
+        probe="import shutil, sys; sys.exit(0)",
+        with_torch=False,
     ),
 }
 
@@ -95,7 +104,12 @@ def _ensure_apt(packages: tuple[str, ...], log: Path) -> None:
         return
     if shutil.which("apt-get") is None:
         raise RuntimeError(f"apt-get not found; install {missing} by hand")
-    _run(["apt-get", "install", "-y", "-q", *missing], log)
+    try:
+        _run(["apt-get", "install", "-y", "-q", *missing], log)
+    except subprocess.CalledProcessError:
+        # a fresh machine may have no package lists yet
+        _run(["apt-get", "update", "-q"], log)
+        _run(["apt-get", "install", "-y", "-q", *missing], log)
 
 
 def ensure_venv(root: Path, spec: VenvSpec, log: Path) -> Path:
@@ -111,7 +125,8 @@ def ensure_venv(root: Path, spec: VenvSpec, log: Path) -> Path:
     if not python.exists():
         _run([sys.executable, "-m", "venv", str(venv_dir(root, spec.name))], log)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run([*pip, TORCH_PIN], log)
+    if spec.with_torch:
+        _run([*pip, TORCH_PIN], log)
     _run([*pip, *spec.packages], log)
     _run([str(python), "-c", spec.probe], log)
     (venv_dir(root, spec.name) / STAMP).write_text(spec.digest() + "\n")
@@ -134,10 +149,14 @@ def ensure_all(root: Path, names: list[str], log_dir: Path) -> dict[str, Path | 
 def main() -> int:
     """CLI: ensure the peer venvs named on the command line (default: all)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="*", default=list(PEER_VENVS), choices=list(PEER_VENVS))
+    parser.add_argument("names", nargs="*", help=f"any of {sorted(PEER_VENVS)} (default: peers)")
     args = parser.parse_args()
+    names = args.names or ["mlserver", "torchserve", "perf_analyzer"]
+    unknown = sorted(set(names) - set(PEER_VENVS))
+    if unknown:
+        parser.error(f"unknown venv(s) {unknown}; choose from {sorted(PEER_VENVS)}")
     root = Path(__file__).resolve().parents[2]
-    result = ensure_all(root, args.names, root / "bench" / "results" / "tmp")
+    result = ensure_all(root, names, root / "bench" / "results" / "tmp")
     return 0 if all(isinstance(v, Path) for v in result.values()) else 1
 
 

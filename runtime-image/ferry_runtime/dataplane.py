@@ -3,13 +3,20 @@
 It knows the served model's signature, validates requests against it (names, datatypes,
 shapes, rows), resolves model name/version, hands validated inputs to the engine (the
 batcher) and builds responses. It never imports torch, the model package or the batcher:
-the engine is anything with ``submit``; ``server.py`` wires the real one in.
+the engine is anything with ``submit`` and ``submit_threadsafe``; ``server.py`` wires the real
+one in.
+
+Threads: ``infer`` and ``predict`` run on the event loop (REST); ``infer_blocking`` runs on any
+other thread (the gRPC handler threads) and blocks until the engine answers. The in-flight
+count and the statistics are shared by both and updated under locks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
 from importlib import metadata as distribution
@@ -47,12 +54,18 @@ class Engine(Protocol):
         ...
 
     def submit(self, inputs: Sequence[np.ndarray], rows: int) -> asyncio.Future[list[np.ndarray]]:
-        """Queue one request; resolves to one array per model output."""
+        """Queue one request from the event loop; resolves to one array per model output."""
+        ...
+
+    def submit_threadsafe(
+        self, inputs: Sequence[np.ndarray], rows: int
+    ) -> concurrent.futures.Future[list[np.ndarray]]:
+        """Queue one request from any thread; resolves to one array per model output."""
         ...
 
 
 class DataPlane:
-    """Inference logic shared by REST and gRPC. Lives on the event loop thread."""
+    """Inference logic shared by REST (event loop) and gRPC (handler threads)."""
 
     def __init__(self, signature: ModelSignature, metrics: Metrics | None = None) -> None:
         self.signature = signature
@@ -61,6 +74,7 @@ class DataPlane:
         self._engine: Engine | None = None
         self._ready = False
         self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self.metrics.in_flight.set_function(lambda: self._in_flight)
         self._inputs = signature.inputs
         self._input_index = {spec.name: index for index, spec in enumerate(signature.inputs)}
@@ -94,7 +108,7 @@ class DataPlane:
         return self._in_flight
 
     def record_batch(self, timing: BatchTiming, queue_ns: int) -> None:
-        """Batcher callback (loop thread): account one executed batch."""
+        """Batcher callback (compute thread): account one executed batch."""
         self.stats.record_batch(timing, queue_ns)
 
     # ---- health and metadata ---------------------------------------------------------------
@@ -152,11 +166,38 @@ class DataPlane:
     # ---- inference -------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate, run through the engine, and build the response."""
+        """Validate, run through the engine, and build the response (event loop)."""
         self.resolve(request.model_name, request.model_version)
         arrays, rows = self._validate_inputs(request.inputs)
         selected = self._select_outputs(request.outputs, request.binary_output)
         results = await self._submit(arrays, rows)
+        return self._response(request, selected, results)
+
+    def infer_blocking(self, request: InferRequest) -> InferResponse:
+        """``infer`` for a thread other than the event loop's: blocks until answered."""
+        self.resolve(request.model_name, request.model_version)
+        arrays, rows = self._validate_inputs(request.inputs)
+        selected = self._select_outputs(request.outputs, request.binary_output)
+        engine = self._engine
+        if engine is None:
+            raise UnavailableError(f"model {self.signature.name!r} is not ready (loading)")
+        started = time.perf_counter_ns()
+        self._count_in_flight(1)
+        ok = False
+        try:
+            results = engine.submit_threadsafe(arrays, rows).result()
+            ok = True
+        finally:
+            self._count_in_flight(-1)
+            self.stats.record_request(ok, time.perf_counter_ns() - started)
+        return self._response(request, selected, results)
+
+    def _response(
+        self,
+        request: InferRequest,
+        selected: list[tuple[int, TensorSpec, bool]],
+        results: list[np.ndarray],
+    ) -> InferResponse:
         signature = self.signature
         return InferResponse(
             model_name=signature.name,
@@ -205,16 +246,20 @@ class DataPlane:
         if engine is None:
             raise UnavailableError(f"model {self.signature.name!r} is not ready (loading)")
         started = time.perf_counter_ns()
-        self._in_flight += 1
+        self._count_in_flight(1)
         try:
             results = await engine.submit(arrays, rows)
         except BaseException:
             self.stats.record_request(False, time.perf_counter_ns() - started)
             raise
         finally:
-            self._in_flight -= 1
+            self._count_in_flight(-1)
         self.stats.record_request(True, time.perf_counter_ns() - started)
         return results
+
+    def _count_in_flight(self, change: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight += change
 
     def _validate_inputs(self, inputs: list[InferInput]) -> tuple[list[np.ndarray], int]:
         specs = self._inputs

@@ -1,11 +1,13 @@
 """Triton-style inference statistics (``/v2/models/{m}/stats``, gRPC ``ModelStatistics``).
 
-``perf_analyzer`` reads these to split server-side latency into queue and compute time. Only
-the event-loop thread writes them (the batcher delivers batch timings there), so no locks.
+``perf_analyzer`` reads these to split server-side latency into queue and compute time. The
+compute thread records batches, the event loop and the gRPC handler threads record requests:
+every update and the snapshot take one uncontended lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,9 +62,14 @@ class InferenceStats:
     execution_count: int = 0
     last_inference_ms: int = 0
     batches: dict[int, _BatchStats] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record_batch(self, timing: BatchTiming, queue_ns: int) -> None:
         """Account one executed batch; ``queue_ns`` is the sum over its requests."""
+        with self._lock:
+            self._record_batch(timing, queue_ns)
+
+    def _record_batch(self, timing: BatchTiming, queue_ns: int) -> None:
         requests = timing.requests
         self.execution_count += 1
         self.inference_count += timing.batch_rows
@@ -80,10 +87,15 @@ class InferenceStats:
 
     def record_request(self, ok: bool, ns: int) -> None:
         """Account one finished request (its whole time in the server)."""
-        (self.success if ok else self.fail).add(ns)
+        with self._lock:
+            (self.success if ok else self.fail).add(ns)
 
     def as_dict(self, name: str, version: str) -> dict[str, Any]:
         """The Triton ``model_stats`` entry."""
+        with self._lock:
+            return self._as_dict(name, version)
+
+    def _as_dict(self, name: str, version: str) -> dict[str, Any]:
         return {
             "name": name,
             "version": version,

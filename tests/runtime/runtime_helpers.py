@@ -3,8 +3,8 @@
 - ``write_model_dir(dir, module=None, inputs=..., outputs=...)`` scripts a tiny TorchScript
   model into ``dir`` with its ``model.json`` (docs/contracts.md).
 - ``launch_server(model_dir=None, model=None, **settings)`` starts a real ``RuntimeServer``
-  (uvicorn + grpc.aio) on 127.0.0.1 with port 0 for HTTP and gRPC, in a background thread with
-  its own event loop, and waits until the model is ready.
+  (uvicorn + the thread-pool gRPC server) on 127.0.0.1 with port 0 for HTTP and gRPC, in a
+  background thread with its own event loop, and waits until the model is ready.
 - ``GatedModel`` wraps a loaded model and holds its first forward pass until released, so a
   test can fill the queue behind it deterministically.
 """

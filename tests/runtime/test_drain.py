@@ -25,7 +25,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 
 class Slow(nn.Module):
-    """``2x + 1`` after ~0.1 s of matrix work, so requests pile up behind each batch."""
+    """``2x + 1`` after ~0.4 s of matrix work, so requests pile up behind each batch (even
+    when a loaded machine is slow to send them all)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -34,7 +35,7 @@ class Slow(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.w
-        for _ in range(40):
+        for _ in range(160):
             h = torch.tanh(h @ self.w)
         return x * 2.0 + 1.0 + h.sum() * 0.0
 

@@ -1,11 +1,13 @@
 """The dynamic batcher: a bounded queue, a future per request, one compute thread.
 
 Threads and hand-offs
-    ``submit`` runs on the event loop: it appends the request to the queue (under a lock) and
-    returns an asyncio future. One dedicated compute thread takes batches from the queue,
-    merges them, runs the model's forward pass under its ``thread_context()``
-    (``torch.inference_mode()`` for TorchScript), splits the outputs and hands the whole batch
-    back to the loop with a single ``call_soon_threadsafe``. There is no other thread hop.
+    ``submit`` runs on the event loop (REST): it appends the request to the queue (under a
+    lock) and returns an asyncio future. ``submit_threadsafe`` does the same from any thread
+    (the gRPC handler threads) and returns a ``concurrent.futures.Future``. One dedicated
+    compute thread takes batches from the queue, merges them, runs the model's forward pass
+    under its ``thread_context()`` (``torch.inference_mode()`` for TorchScript) and splits the
+    outputs. It resolves the thread futures itself and hands the batch's asyncio futures back
+    to the loop with a single ``call_soon_threadsafe`` (none when the batch holds none).
 
 Batch policy (when does a batch close?)
     The compute thread is the only consumer, so a batch closes only when the thread is free.
@@ -38,6 +40,8 @@ With batching disabled every request is its own batch, still on the one compute 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -71,6 +75,10 @@ DECAY = 0.5
 """How fast the concurrency estimate forgets a burst (factor per batch)."""
 
 BatchCallback = Callable[[BatchTiming, int], None]
+"""Called on the compute thread after each executed batch (timing, summed queue ns)."""
+Outputs = list[np.ndarray]
+LoopFuture = asyncio.Future[Outputs]
+ThreadFuture = concurrent.futures.Future[Outputs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +93,20 @@ class BatchingOptions:
 
 
 class _Request:
-    __slots__ = ("enqueued", "future", "inputs", "rows", "signature")
+    __slots__ = ("enqueued", "future", "inputs", "on_loop", "rows", "signature")
 
     def __init__(
         self,
         inputs: Sequence[np.ndarray],
         rows: int,
         signature: Signature,
-        future: asyncio.Future[list[np.ndarray]],
+        future: LoopFuture | ThreadFuture,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
         self.signature = signature
         self.future = future
+        self.on_loop = isinstance(future, asyncio.Future)
         self.enqueued = time.perf_counter()
 
 
@@ -156,8 +165,24 @@ class Batcher:
         """Requests waiting for a batch."""
         return len(self._queue)
 
-    def submit(self, inputs: Sequence[np.ndarray], rows: int) -> asyncio.Future[list[np.ndarray]]:
-        """Queue one request (``rows`` rows); the future resolves to its output slices."""
+    def submit(self, inputs: Sequence[np.ndarray], rows: int) -> LoopFuture:
+        """Queue one request (``rows`` rows) from the event loop thread.
+
+        The asyncio future resolves to the request's output slices.
+        """
+        loop = self._check_intake(rows)
+        future: LoopFuture = loop.create_future()
+        self._enqueue(_Request(inputs, rows, signature_of(inputs), future))
+        return future
+
+    def submit_threadsafe(self, inputs: Sequence[np.ndarray], rows: int) -> ThreadFuture:
+        """Queue one request from any thread; the compute thread resolves the future itself."""
+        self._check_intake(rows)
+        future: ThreadFuture = concurrent.futures.Future()
+        self._enqueue(_Request(inputs, rows, signature_of(inputs), future))
+        return future
+
+    def _check_intake(self, rows: int) -> asyncio.AbstractEventLoop:
         loop = self._loop
         if loop is None or self._stopping or self._failure is not None:
             raise UnavailableError(
@@ -169,9 +194,10 @@ class Batcher:
             raise QueueFullError(
                 f"inference queue is full ({self._max_queue} requests waiting); retry later"
             )
-        signature = signature_of(inputs)
-        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
-        request = _Request(inputs, rows, signature, future)
+        return loop
+
+    def _enqueue(self, request: _Request) -> None:
+        rows, signature = request.rows, request.signature
         with self._cond:
             self._queue.append(request)
             queued = self._rows_by_signature.get(signature, 0) + rows
@@ -182,7 +208,6 @@ class Batcher:
             if wake and queued >= wake and self._wake_signature in (None, signature):
                 self._wake_rows = 0
                 self._cond.notify()
-        return future
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop intake, let queued and computing requests finish, then end the thread.
@@ -202,32 +227,23 @@ class Batcher:
                 self._queue.clear()
                 self._rows_by_signature.clear()
             for request in abandoned:
-                if not request.future.done():
-                    request.future.set_exception(
-                        UnavailableError("server shut down before this request could run")
-                    )
+                _fail(request, UnavailableError("server shut down before this request could run"))
             log.warning("drain timed out; %d queued requests failed", len(abandoned))
         # let the thread's last call_soon_threadsafe deliveries run
         await asyncio.sleep(0)
 
+    @staticmethod
     def _deliver(
-        self,
         batch: list[_Request],
         pieces: list[list[np.ndarray]] | None,
         error: InferenceServerErrorFactory | None,
-        timing: BatchTiming | None,
-        queue_ns: int,
     ) -> None:
-        if timing is not None and self._on_batch is not None:
-            self._on_batch(timing, queue_ns)
+        """Resolve the requests' futures (on the thread that owns them)."""
         for index, request in enumerate(batch):
-            future = request.future
-            if future.done():  # the client went away
-                continue
             if pieces is not None:
-                future.set_result(pieces[index])
+                _succeed(request, pieces[index])
             else:
-                future.set_exception((error or _default_error)())
+                _fail(request, (error or _default_error)())
 
     # ---- compute thread --------------------------------------------------------------------
 
@@ -243,7 +259,7 @@ class Batcher:
                 abandoned = list(self._queue)
                 self._queue.clear()
             message = f"compute thread crashed: {type(error).__name__}: {error}"
-            self._hand_back(abandoned, None, lambda: UnavailableError(message), None, 0)
+            self._hand_back(abandoned, None, lambda: UnavailableError(message))
 
     def _next_batch(self) -> list[_Request] | None:
         cond = self._cond
@@ -330,29 +346,45 @@ class Batcher:
             error = _failure_factory(message)
         with self._cond:
             self._outstanding -= total_rows
-        queue_ns = int(sum(started - request.enqueued for request in batch) * 1e9)
+        waits = [started - request.enqueued for request in batch]
+        if timing is not None and self._on_batch is not None:
+            self._on_batch(timing, int(sum(waits) * 1e9))
+        self._hand_back(batch, pieces, error)
         metrics = self._metrics
         if metrics is not None:
             metrics.compute_duration.observe(finished - started)
             metrics.batch_size.observe(total_rows)
-            for request in batch:
-                metrics.queue_duration.observe(started - request.enqueued)
-        self._hand_back(batch, pieces, error, timing, queue_ns)
+            for wait in waits:
+                metrics.queue_duration.observe(wait)
 
     def _hand_back(
         self,
         batch: list[_Request],
         pieces: list[list[np.ndarray]] | None,
         error: InferenceServerErrorFactory | None,
-        timing: BatchTiming | None,
-        queue_ns: int,
     ) -> None:
-        """Deliver a finished batch on the event loop (one thread hop per batch)."""
+        """Deliver a finished batch: thread futures here, asyncio futures on the loop.
+
+        The loop gets one hop per batch holding asyncio futures, none for the others.
+        """
+        on_loop = [index for index, request in enumerate(batch) if request.on_loop]
+        if len(on_loop) < len(batch):
+            if not on_loop:
+                self._deliver(batch, pieces, error)
+                return
+            here = [index for index, request in enumerate(batch) if not request.on_loop]
+            self._deliver(
+                [batch[index] for index in here],
+                None if pieces is None else [pieces[index] for index in here],
+                error,
+            )
+            batch = [batch[index] for index in on_loop]
+            pieces = None if pieces is None else [pieces[index] for index in on_loop]
         loop = self._loop
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._deliver, batch, pieces, error, timing, queue_ns)
+            loop.call_soon_threadsafe(self._deliver, batch, pieces, error)
         except RuntimeError:  # the loop closed during shutdown: nobody is waiting any more
             log.debug("event loop closed; dropped the results of %d requests", len(batch))
 
@@ -362,6 +394,23 @@ InferenceServerErrorFactory = Callable[[], Exception]
 
 def _default_error() -> Exception:
     return InferenceFailedError("inference failed")
+
+
+def _succeed(request: _Request, outputs: Outputs) -> None:
+    future = request.future
+    if future.done():  # an asyncio future whose client went away
+        return
+    # a thread future may have been failed meanwhile by a draining stop()
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(outputs)
+
+
+def _fail(request: _Request, error: Exception) -> None:
+    future = request.future
+    if future.done():
+        return
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
 
 
 def _failure_factory(message: str) -> InferenceServerErrorFactory:

@@ -1,17 +1,33 @@
-"""OIP v2 gRPC: ``inference.GRPCInferenceService`` on grpc.aio, over the DataPlane.
+"""OIP v2 gRPC: ``inference.GRPCInferenceService`` on the thread-pool ``grpc.server``.
 
 Uses the generated stubs that ship in ``tritonclient.grpc`` so tritonclient and perf_analyzer
 talk to it unchanged. Health, metadata, ModelInfer (typed ``contents`` or
 ``raw_input_contents`` in, ``raw_output_contents`` out), ModelConfig, ModelStatistics and
 RepositoryIndex are served; every other RPC of the service answers UNIMPLEMENTED.
+
+Why the classic server and not grpc.aio
+    Per call, grpc.aio spends far more Python CPU than the thread-pool server (its Cython
+    coroutine machinery, measured ~1.6x slower with an empty handler), and with the model
+    sharing the server's cores that CPU comes straight out of the forward pass. So each call
+    runs on a pool thread: decode, ``DataPlane.infer_blocking`` (the batcher's thread-safe
+    submission; the compute thread resolves the future directly, without the event loop),
+    encode. The pool holds enough threads for every request the batcher can accept
+    (``max_queue_size`` queued plus a running batch), so a full batch queue still answers
+    UNAVAILABLE at once instead of calls waiting for a free thread. The first
+    ``PRESTARTED_WORKERS`` threads start with the server, so a burst of calls never waits for
+    thread starts on a busy CPU. Measured on one pinned core (medium MLP, batching b32/5ms):
+    ~5-12% more gRPC throughput at concurrency 32-64 and ~10% less server CPU per call; REST
+    is unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -28,7 +44,7 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
 def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
-    """grpc.aio server options: the request size limit, and no silent port sharing."""
+    """gRPC server options: the request size limit, and no silent port sharing."""
     return [
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", -1),
@@ -36,12 +52,13 @@ def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: InferenceServerError) -> None:
-    await context.abort(grpc.StatusCode[status_of(error).grpc], str(error))
+def _abort(context: grpc.ServicerContext, error: InferenceServerError) -> NoReturn:
+    context.abort(grpc.StatusCode[status_of(error).grpc], str(error))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    """The service, every method a coroutine."""
+    """The service; each call runs on a thread of the server's pool."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self._dataplane = dataplane
@@ -52,47 +69,47 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             ):
                 setattr(self, method.name, _unimplemented(method.name))
 
-    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return service_pb2.ServerLiveResponse(live=self._dataplane.live())
 
-    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return service_pb2.ServerReadyResponse(ready=self._dataplane.ready())
 
-    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
             ready = self._dataplane.model_ready(request.name, request.version)
         except InferenceServerError as error:
-            await _abort(context, error)
+            _abort(context, error)
         return service_pb2.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return json_format.ParseDict(
             self._dataplane.server_metadata(), service_pb2.ServerMetadataResponse()
         )
 
-    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
             document = self._dataplane.model_metadata(request.name, request.version)
         except InferenceServerError as error:
-            await _abort(context, error)
+            _abort(context, error)
         return json_format.ParseDict(document, service_pb2.ModelMetadataResponse())
 
-    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ModelConfig(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
             document = self._dataplane.model_config(request.name, request.version)
         except InferenceServerError as error:
-            await _abort(context, error)
+            _abort(context, error)
         config = json_format.ParseDict(document, model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
 
-    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ModelStatistics(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
             document = self._dataplane.model_statistics(request.name, request.version)
         except InferenceServerError as error:
-            await _abort(context, error)
+            _abort(context, error)
         return json_format.ParseDict(document, service_pb2.ModelStatisticsResponse())
 
-    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def RepositoryIndex(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         models = [
             service_pb2.RepositoryIndexResponse.ModelIndex(**entry)
             for entry in self._dataplane.repository_index()
@@ -100,35 +117,59 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         ]
         return service_pb2.RepositoryIndexResponse(models=models)
 
-    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         started = time.perf_counter()
         outcome = "success"
         try:
             decoded = grpc_codec.decode_infer_request(request)
-            response = await self._dataplane.infer(decoded)
+            response = self._dataplane.infer_blocking(decoded)
             return grpc_codec.encode_infer_response(response)
         except InferenceServerError as error:
             outcome = outcome_of(error)
-            await _abort(context, error)
+            _abort(context, error)
         except Exception:
             outcome = "error"
             log.exception("unexpected error in ModelInfer")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
             self._metrics.observe_request(PROTOCOL, outcome, time.perf_counter() - started)
         return None  # pragma: no cover - abort raises
 
 
 def _unimplemented(name: str) -> Callable[..., Any]:
-    async def unimplemented(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented")
+    def unimplemented(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented")
 
     return unimplemented
 
 
-def build_server(dataplane: DataPlane, *, max_request_bytes: int) -> grpc.aio.Server:
-    """A grpc.aio server with the inference service added (ports are bound by the caller)."""
-    server = grpc.aio.server(options=server_options(max_request_bytes))
+PRESTARTED_WORKERS = 64
+"""Pool threads started up front: a burst of calls then finds threads waiting, instead of
+each call paying a thread start (slow on a busy CPU)."""
+
+
+def _prestart(pool: ThreadPoolExecutor, count: int) -> None:
+    """Start ``count`` threads of ``pool``: each first task holds its thread until all run."""
+    if count < 1:
+        return
+    started = threading.Barrier(count + 1)
+    for _ in range(count):
+        pool.submit(started.wait)
+    started.wait()
+
+
+def build_server(dataplane: DataPlane, *, max_request_bytes: int, workers: int) -> grpc.Server:
+    """A thread-pool gRPC server with the service added (ports are bound by the caller).
+
+    ``workers`` bounds the calls served at once; the caller sizes it to the batcher's queue.
+    Calls beyond it are refused at once with RESOURCE_EXHAUSTED by gRPC itself
+    (``maximum_concurrent_rpcs``) instead of waiting, unbounded, for a free thread.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ferry-grpc")
+    _prestart(pool, min(workers, PRESTARTED_WORKERS))
+    server = grpc.server(
+        pool, options=server_options(max_request_bytes), maximum_concurrent_rpcs=workers
+    )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(dataplane), server
     )
