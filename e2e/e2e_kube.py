@@ -77,6 +77,7 @@ class Kube:
     def __init__(self, target: Target, helm: str) -> None:
         self.target = target
         self.helm_binary = helm
+        # The kubernetes client's config module is not annotated.
         self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(target.kubeconfig), context=target.context
         )

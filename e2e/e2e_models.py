@@ -44,6 +44,7 @@ class ModelVersion:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated
+            # torch.jit.load is not annotated in torch's stubs.
             model = torch.jit.load(str(self.directory / "model.pt"))  # type: ignore[no-untyped-call]
             result: np.ndarray = model(torch.from_numpy(batch)).numpy()
         return result

@@ -30,6 +30,7 @@ class TorchScriptOIPHandler:
 
     def initialize(self, context: object) -> None:
         """Load ``model.pt`` from the unpacked archive and warm it at the largest batch."""
+        # TorchServe's Context object is untyped (ts.context has no annotations).
         properties = context.system_properties  # type: ignore[attr-defined]
         model_dir = properties["model_dir"]
         torch.set_num_threads(int(os.environ.get("FERRY_BENCH_TORCH_THREADS", "1")))
@@ -53,6 +54,7 @@ class TorchScriptOIPHandler:
         for item in data:
             body = item.get("body") or item.get("data")
             document = json.loads(body) if isinstance(body, bytes | bytearray | str) else body
+            # The KServe v2 body is JSON decoded by the handler: untyped by nature.
             document_ids.append(str(document.get("id") or ""))  # type: ignore[union-attr]
             first = document["inputs"][0]  # type: ignore[index]
             tensors.append(torch.tensor(first["data"], dtype=torch.float32).reshape(first["shape"]))

@@ -118,6 +118,7 @@ def reference_output(model_dir: Path, rows: list[list[float]]) -> list[list[floa
     import torch
 
     with torchscript_allowed():
+        # torch.jit.load is not annotated in torch's stubs.
         module = torch.jit.load(str(model_dir / "model.pt"))  # type: ignore[no-untyped-call]
     with torch.inference_mode():
         out = module(torch.tensor(rows, dtype=torch.float32))

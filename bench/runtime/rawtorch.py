@@ -34,6 +34,7 @@ def measure(
 
     torch.set_num_threads(threads)
     with torchscript_allowed():
+        # torch.jit.load is not annotated in torch's stubs.
         module = torch.jit.load(str(model_dir / "model.pt"))  # type: ignore[no-untyped-call]
     config = json.loads((model_dir / "model.json").read_text())
     width = int(config["inputs"][0]["shape"][0])

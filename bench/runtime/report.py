@@ -327,6 +327,7 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 def _num(value: object, digits: int) -> str | None:
     if value is None:
         return None
+    # value is a number or a numeric string here (checked by the caller).
     return f"{float(value):,.{digits}f}"  # type: ignore[arg-type]
 
 

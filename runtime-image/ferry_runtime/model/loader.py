@@ -105,6 +105,7 @@ def load_model(options: LoadOptions) -> Model:
             warnings.filterwarnings(
                 "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
             )
+            # torch.jit.load is not annotated in torch's stubs.
             module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
     except Exception as error:  # torch raises RuntimeError and friends for bad archives
         raise ModelLoadError(f"torch.jit.load({path}) failed: {_first_line(error)}") from None
