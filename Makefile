@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint typecheck unit crd bench bench-quick kind-up kind-down image test-image e2e clean
+.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick kind-up kind-down image test-image e2e clean
 
 venv: ## create .venv with torch==2.13.0 first, then the project with all extras, then helm
 	bash scripts/bootstrap.sh
@@ -24,6 +24,9 @@ unit: venv
 test: venv ## the whole default suite: lint, types, layering, then pytest (no cluster, Docker or GPU)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
+
+fuzz: venv ## opt-in: the property-based fuzz tests with many random examples (~10-20 minutes)
+	FERRY_HYPOTHESIS_PROFILE=ferry-fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/runtime/test_fuzz.py
 
 crd: venv ## regenerate crds/ and the chart's copy from the spec models
 	mkdir -p crds charts/ferry/crds

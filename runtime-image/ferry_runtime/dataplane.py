@@ -30,7 +30,10 @@ from ferry_runtime.protocol.datatypes import DATATYPES, bf16_to_float
 from ferry_runtime.protocol.errors import (
     InvalidInputError,
     NotFoundError,
+    QueueFullError,
     UnavailableError,
+    clip,
+    clip_list,
 )
 from ferry_runtime.protocol.tensors import array_from_values
 from ferry_runtime.protocol.types import (
@@ -51,6 +54,11 @@ class Engine(Protocol):
     @property
     def alive(self) -> bool:
         """Whether the engine can still run requests."""
+        ...
+
+    @property
+    def full(self) -> bool:
+        """Whether a request submitted now would be refused (queue full or stopping)."""
         ...
 
     def submit(self, inputs: Sequence[np.ndarray], rows: int) -> asyncio.Future[list[np.ndarray]]:
@@ -156,14 +164,32 @@ class DataPlane:
         """Check that ``name``/``version`` is the served model (empty version: the default)."""
         signature = self.signature
         if name != signature.name:
-            raise NotFoundError(f"unknown model {name!r}; this server serves {signature.name!r}")
+            raise NotFoundError(
+                f"unknown model {clip(name)}; this server serves {signature.name!r}"
+            )
         if version and version != signature.version:
             raise NotFoundError(
-                f"unknown version {version!r} of model {name!r}; served version is "
+                f"unknown version {clip(version)} of model {clip(name)}; served version is "
                 f"{signature.version!r}"
             )
 
     # ---- inference -------------------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """Whether the engine would refuse a request now (queue full or stopping)."""
+        engine = self._engine
+        return engine is not None and engine.full
+
+    def admit(self) -> None:
+        """Refuse at once, before a request body is read or decoded, when the engine would.
+
+        Under overload this keeps each refusal as cheap as it can be: no body parse, no
+        validation, no allocation; the engine's own check still guards the submission.
+        """
+        engine = self._engine
+        if engine is not None and engine.full:
+            raise QueueFullError("inference queue is full; retry later")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate, run through the engine, and build the response (event loop)."""
@@ -218,7 +244,7 @@ class DataPlane:
         self.resolve(name)
         if len(self._inputs) != 1:
             raise InvalidInputError(
-                f"model {name!r} has {len(self._inputs)} inputs; the predict route serves "
+                f"model {clip(name)} has {len(self._inputs)} inputs; the predict route serves "
                 "single-input models, use /v2/models/{m}/infer"
             )
         if not isinstance(instances, list) or not instances:
@@ -266,22 +292,22 @@ class DataPlane:
         if len(inputs) != len(specs):
             names = [spec.name for spec in specs]
             given = [tensor.name for tensor in inputs]
-            raise InvalidInputError(f"model expects inputs {names}, got {given}")
+            raise InvalidInputError(f"model expects inputs {names}, got {clip_list(given)}")
         arrays: list[np.ndarray | None] = [None] * len(specs)
         rows = -1
         for tensor in inputs:
             index = self._input_index.get(tensor.name)
             if index is None:
                 raise InvalidInputError(
-                    f"unknown input {tensor.name!r}; model inputs are "
+                    f"unknown input {clip(tensor.name)}; model inputs are "
                     f"{[spec.name for spec in specs]}"
                 )
             if arrays[index] is not None:
-                raise InvalidInputError(f"input {tensor.name!r} is given twice")
+                raise InvalidInputError(f"input {clip(tensor.name)} is given twice")
             spec = specs[index]
             if tensor.datatype != spec.datatype:
                 raise InvalidInputError(
-                    f"input {tensor.name!r} has datatype {tensor.datatype}; the model expects "
+                    f"input {clip(tensor.name)} has datatype {tensor.datatype}; the model expects "
                     f"{spec.datatype}"
                 )
             shape = tensor.shape
@@ -289,18 +315,18 @@ class DataPlane:
                 want not in (-1, got) for want, got in zip(spec.shape, shape[1:], strict=True)
             ):
                 raise InvalidInputError(
-                    f"input {tensor.name!r} has shape {list(shape)}; the model expects "
+                    f"input {clip(tensor.name)} has shape {clip(list(shape))}; the model expects "
                     f"{[-1, *spec.shape]} (batch first)"
                 )
             if rows == -1:
                 rows = shape[0]
             elif shape[0] != rows:
                 raise InvalidInputError(
-                    f"inputs disagree on the batch size: {tensor.name!r} has {shape[0]} rows, "
+                    f"inputs disagree on the batch size: {clip(tensor.name)} has {shape[0]} rows, "
                     f"others {rows}"
                 )
             if 0 in shape[1:]:
-                raise InvalidInputError(f"input {tensor.name!r} has an empty dimension")
+                raise InvalidInputError(f"input {clip(tensor.name)} has an empty dimension")
             arrays[index] = tensor.data
         if rows < 1:
             raise InvalidInputError("the batch dimension must be at least 1")
@@ -321,10 +347,10 @@ class DataPlane:
             found = self._outputs.get(output.name)
             if found is None:
                 raise InvalidInputError(
-                    f"unknown output {output.name!r}; model outputs are {list(self._outputs)}"
+                    f"unknown output {clip(output.name)}; model outputs are {list(self._outputs)}"
                 )
             if output.name in seen:
-                raise InvalidInputError(f"output {output.name!r} is requested twice")
+                raise InvalidInputError(f"output {clip(output.name)} is requested twice")
             seen.add(output.name)
             binary = binary_default if output.binary is None else output.binary
             selected.append((found[0], found[1], binary))

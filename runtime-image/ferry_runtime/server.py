@@ -29,11 +29,13 @@ from ferry_runtime.dataplane import DataPlane
 from ferry_runtime.metrics import Metrics
 from ferry_runtime.model.base import Model, ModelLoadError
 from ferry_runtime.model.config import load_model_config
+from ferry_runtime.protocol.limits import body_limits
 from ferry_runtime.protocol.metadata import PLATFORM
 from ferry_runtime.protocol.types import DynamicBatching, ModelSignature, TensorSpec
 from ferry_runtime.settings import RuntimeSettings
 from ferry_runtime.transports import grpc as grpc_transport
 from ferry_runtime.transports import rest as rest_transport
+from ferry_runtime.transports.http_limits import HttpLimits, limited_protocol
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +231,20 @@ class RuntimeServer:
         settings = self.settings
         sock = _bind(settings.host, settings.http_port)
         self.http_port = sock.getsockname()[1]
-        app = rest_transport.build_app(self.dataplane, max_request_bytes=settings.max_request_bytes)
+        app = rest_transport.build_app(
+            self.dataplane,
+            max_request_bytes=settings.max_request_bytes,
+            max_json_request_bytes=settings.max_json_request_bytes,
+        )
+        limits = HttpLimits(
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+        )
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=limited_protocol(limits),
             ws="none",
             lifespan="off",
             loop="none",
@@ -252,9 +264,12 @@ class RuntimeServer:
                 raise RuntimeError("HTTP server exited during start-up")
             await asyncio.sleep(0.01)
 
+        body = body_limits(
+            self.dataplane.signature, settings.max_request_bytes, settings.max_json_request_bytes
+        )
         server = grpc_transport.build_server(
             self.dataplane,
-            max_request_bytes=settings.max_request_bytes,
+            max_request_bytes=body.grpc,
             # every request the batcher can hold (queued + one running batch) gets a thread
             workers=settings.max_queue_size + settings.max_batch_size,
         )

@@ -73,7 +73,29 @@ class RuntimeSettings(BaseSettings):
     """Requests waiting for a batch before new ones are refused with 503 / UNAVAILABLE."""
 
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31 - 1)
-    """Largest request body accepted (413 / RESOURCE_EXHAUSTED above it)."""
+    """Largest request body accepted (413 / RESOURCE_EXHAUSTED above it).
+
+    A model whose inputs all have fixed row shapes gets a lower limit of its own: the body of
+    ``max_batch_size`` rows of every input, plus room for the JSON around them."""
+
+    max_json_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    """Largest REST body whose tensors travel as JSON numbers (413 above it). JSON tensor data
+    takes about five times its size in memory while parsed and holds the interpreter while it
+    is; large tensors belong in the binary extension (tritonclient's default)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest HTTP request line plus headers (431 above it)."""
+
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    """Most HTTP request headers (431 above it)."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """Longest wait for a request's line and headers, from the connection's start or the end
+    of the previous response on it; then the connection is closed (408 when bytes came)."""
+
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest wait for a request body once its headers arrived (408, then the connection is
+    closed)."""
 
     drain_timeout_s: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM: longest wait for queued and in-flight requests to finish."""

@@ -12,13 +12,21 @@ The helpers live in ``runtime_helpers.py`` so test modules can import them by a 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from runtime_helpers import RunningServer, launch_server, write_model_dir
 from torch import nn
+
+# Property-based tests (test_fuzz.py): few examples, the same ones every run, in the default
+# suite; ``make fuzz`` selects the long random profile.
+settings.register_profile("ferry", max_examples=25, derandomize=True, database=None)
+settings.register_profile("ferry-fuzz", max_examples=1500, database=None)
+settings.load_profile(os.environ.get("FERRY_HYPOTHESIS_PROFILE", "ferry"))
 
 
 @pytest.fixture

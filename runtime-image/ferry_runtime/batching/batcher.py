@@ -165,6 +165,11 @@ class Batcher:
         """Requests waiting for a batch."""
         return len(self._queue)
 
+    @property
+    def full(self) -> bool:
+        """Whether a new request would be refused now (queue full, stopping or failed)."""
+        return len(self._queue) >= self._max_queue or self._stopping or self._failure is not None
+
     def submit(self, inputs: Sequence[np.ndarray], rows: int) -> LoopFuture:
         """Queue one request (``rows`` rows) from the event loop thread.
 

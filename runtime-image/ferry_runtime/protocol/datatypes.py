@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ferry_runtime.protocol.errors import InvalidInputError
+from ferry_runtime.protocol.errors import InvalidInputError, clip
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ def datatype(name: object) -> Datatype:
     """Look up a datatype by its OIP name, or fail with a client error."""
     found = DATATYPES.get(name) if isinstance(name, str) else None
     if found is None:
-        raise InvalidInputError(f"unsupported datatype {name!r}; supported: {SUPPORTED}")
+        raise InvalidInputError(f"unsupported datatype {clip(name)}; supported: {SUPPORTED}")
     return found
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from tritonclient.grpc import service_pb2
 
 from ferry_runtime.protocol.datatypes import datatype
-from ferry_runtime.protocol.errors import InvalidInputError, UnsupportedError
+from ferry_runtime.protocol.errors import InvalidInputError, UnsupportedError, clip
 from ferry_runtime.protocol.tensors import array_from_bytes, array_from_values, parse_shape
 from ferry_runtime.protocol.types import InferInput, InferRequest, InferResponse, RequestedOutput
 
@@ -40,7 +40,7 @@ def decode_infer_request(message: Any) -> InferRequest:
         else:
             if dtype.grpc_field is None:
                 raise InvalidInputError(
-                    f"input {name!r}: {dtype.name} data must be sent in raw_input_contents"
+                    f"input {clip(name)}: {dtype.name} data must be sent in raw_input_contents"
                 )
             array = array_from_values(
                 name, dtype, shape, getattr(tensor.contents, dtype.grpc_field)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ferry_runtime.protocol.datatypes import datatype
-from ferry_runtime.protocol.errors import InvalidInputError, UnsupportedError
+from ferry_runtime.protocol.errors import InvalidInputError, UnsupportedError, clip
 from ferry_runtime.protocol.tensors import (
     array_from_bytes,
     array_from_values,
@@ -67,7 +68,7 @@ def load_json(data: bytes | bytearray | memoryview, what: str = "request body") 
 
 
 def decode_infer_request(
-    body: bytes | bytearray,
+    body: bytes | bytearray | memoryview,
     header_length: int | None,
     model_name: str,
     model_version: str,
@@ -123,22 +124,22 @@ def _decode_input(raw: object, binary: memoryview, offset: int) -> tuple[InferIn
         raise InvalidInputError("each input needs a 'name' string")
     dtype = datatype(raw.get("datatype"))
     shape = parse_shape(name, raw.get("shape"))
-    size = _parameters(raw, f"input {name!r}").get("binary_data_size")
+    size = _parameters(raw, f"input {clip(name)}").get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0:
-            raise InvalidInputError(f"input {name!r}: binary_data_size must be an integer ≥ 0")
+            raise InvalidInputError(f"input {clip(name)}: binary_data_size must be an integer ≥ 0")
         if offset + size > len(binary):
             raise InvalidInputError(
-                f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                f"input {clip(name)}: binary_data_size {size} runs past the end of the body "
                 f"({len(binary) - offset} bytes left)"
             )
         if "data" in raw:
-            raise InvalidInputError(f"input {name!r} has both 'data' and binary_data_size")
+            raise InvalidInputError(f"input {clip(name)} has both 'data' and binary_data_size")
         array = array_from_bytes(name, dtype, shape, binary[offset : offset + size])
         return InferInput(name, dtype.name, shape, array), offset + size
     data = raw.get("data")
     if not isinstance(data, list):
-        raise InvalidInputError(f"input {name!r} needs a 'data' list or binary_data_size")
+        raise InvalidInputError(f"input {clip(name)} needs a 'data' list or binary_data_size")
     array = array_from_values(name, dtype, shape, data)
     return InferInput(name, dtype.name, shape, array), offset
 
@@ -152,12 +153,12 @@ def _decode_outputs(raw: object) -> list[RequestedOutput] | None:
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInputError("each entry of 'outputs' needs a 'name' string")
-        parameters = _parameters(item, f"output {item['name']!r}")
+        parameters = _parameters(item, f"output {clip(item['name'])}")
         if parameters.get("classification"):
             raise UnsupportedError("the classification extension is not supported")
         binary = parameters.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
-            raise InvalidInputError(f"output {item['name']!r}: binary_data must be a boolean")
+            raise InvalidInputError(f"output {clip(item['name'])}: binary_data must be a boolean")
         outputs.append(RequestedOutput(item["name"], binary))
     return outputs
 
@@ -171,10 +172,21 @@ def _parameters(document: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
-def encode_infer_response(response: InferResponse) -> tuple[bytes, int | None]:
-    """Encode a response; returns the body and, when binary parts follow, the header length."""
+LARGE_OUTPUT_BYTES = 1024 * 1024
+"""Binary outputs at least this large are sent as views of their arrays instead of copied."""
+
+
+def encode_infer_response_parts(
+    response: InferResponse,
+) -> tuple[bytes, int | None, list[bytes | memoryview]]:
+    """Encode a response as its first bytes, the header length and any further parts.
+
+    Small binary outputs are joined into the first bytes (one write); when the binary outputs
+    are large they follow as zero-copy views, so the response never holds them twice.
+    """
     outputs: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
+    large = False
     for output in response.outputs:
         entry: dict[str, Any] = {
             "name": output.name,
@@ -182,7 +194,12 @@ def encode_infer_response(response: InferResponse) -> tuple[bytes, int | None]:
             "shape": list(output.data.shape),
         }
         if output.binary:
-            raw = output.data.tobytes()
+            data = output.data
+            if data.nbytes >= LARGE_OUTPUT_BYTES:
+                large = True
+                raw: bytes | memoryview = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+            else:
+                raw = data.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -197,8 +214,16 @@ def encode_infer_response(response: InferResponse) -> tuple[bytes, int | None]:
     document["outputs"] = outputs
     header = dumps(document)
     if not chunks:
-        return header, None
-    return b"".join((header, *chunks)), len(header)
+        return header, None, []
+    if large:
+        return header, len(header), chunks
+    return b"".join((header, *chunks)), len(header), []
+
+
+def encode_infer_response(response: InferResponse) -> tuple[bytes, int | None]:
+    """Encode a response; returns the body and, when binary parts follow, the header length."""
+    header, header_length, parts = encode_infer_response_parts(response)
+    return b"".join((header, *parts)), header_length
 
 
 def error_body(message: str) -> bytes:

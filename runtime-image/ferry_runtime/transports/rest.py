@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -25,9 +26,12 @@ from ferry_runtime.protocol.errors import (
     InferenceServerError,
     InvalidInputError,
     PayloadTooLargeError,
+    message_of,
     outcome_of,
     status_of,
 )
+from ferry_runtime.protocol.limits import BodyLimits, body_limits
+from ferry_runtime.transports.openapi import OPENAPI_PATH, openapi_document
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ def _error(status: int, message: str) -> Response:
 
 def error_response(error: InferenceServerError) -> Response:
     """The REST form of a protocol error."""
-    return _error(status_of(error).http, str(error))
+    return _error(status_of(error).http, message_of(error))
 
 
 def _header_values(scope: Scope, *names: bytes) -> list[str | None]:
@@ -66,9 +70,9 @@ def _header_values(scope: Scope, *names: bytes) -> list[str | None]:
     return found
 
 
-def _check_declared_length(declared: str | None, limit: int) -> None:
+def _declared_length(declared: str | None, limit: int) -> int | None:
     if declared is None:
-        return
+        return None
     try:
         length = int(declared)
     except ValueError:
@@ -77,41 +81,57 @@ def _check_declared_length(declared: str | None, limit: int) -> None:
         raise PayloadTooLargeError(
             f"request body of {length} bytes exceeds the limit of {limit} bytes"
         )
+    return length
 
 
-async def read_body(receive: Receive, limit: int, declared: str | None) -> bytearray:
-    """Read the body into a writable buffer (numpy views it without copies), at most ``limit``.
+STREAMED_BODY_STEP = 1024 * 1024
+"""A body without Content-Length grows its buffer in steps of this size."""
 
-    ``declared`` is the Content-Length header, checked before anything is read.
+
+async def read_body(receive: Receive, limit: int, declared: str | None) -> memoryview:
+    """Read the body into one writable buffer (numpy views it without copies), at most ``limit``.
+
+    ``declared`` is the Content-Length header, checked before anything is read. With it the
+    buffer is allocated once at its final size (untouched pages cost no memory until bytes
+    arrive) and filled in place: the body is held once, never copied or regrown.
     """
-    _check_declared_length(declared, limit)
-    body = bytearray()
+    length = _declared_length(declared, limit)
+    buffer = np.empty(length if length is not None else 0, dtype=np.uint8)
+    filled = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+        chunk = message.get("body", b"")
+        end = filled + len(chunk)
+        if end > len(buffer):
+            if end > limit:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+            grown = np.empty(min(limit, max(end, len(buffer) + STREAMED_BODY_STEP)), np.uint8)
+            grown[:filled] = buffer[:filled]
+            buffer = grown
+        buffer[filled:end] = np.frombuffer(chunk, dtype=np.uint8)
+        filled = end
         if not message.get("more_body", False):
-            return body
+            return buffer.data[:filled]
 
 
 class InferEndpoint:
     """``POST /v2/models/{m}[/versions/{v}]/infer`` as a plain ASGI app (the hot path)."""
 
-    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+    def __init__(self, dataplane: DataPlane, limits: BodyLimits) -> None:
         self._dataplane = dataplane
         self._metrics = dataplane.metrics
-        self._limit = max_request_bytes
+        self._limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         outcome = "success"
         headers: list[tuple[bytes, bytes]]
+        parts: list[bytes | memoryview] = []
         try:
             status = 200
-            body, json_length = await self._infer(scope, receive)
+            body, json_length, parts = await self._infer(scope, receive)
             if json_length is None:
                 headers = [(b"content-type", _JSON)]
             else:
@@ -121,7 +141,7 @@ class InferEndpoint:
                 ]
         except InferenceServerError as error:
             outcome = outcome_of(error)
-            status, body = status_of(error).http, rest_codec.error_body(str(error))
+            status, body = status_of(error).http, rest_codec.error_body(message_of(error))
             headers = [(b"content-type", _JSON)]
         except ClientDisconnect:
             self._metrics.observe_request(PROTOCOL, "disconnected", time.perf_counter() - started)
@@ -131,22 +151,39 @@ class InferEndpoint:
             log.exception("unexpected error serving %s", scope.get("path"))
             status, body = 500, rest_codec.error_body("internal server error")
             headers = [(b"content-type", _JSON)]
-        headers.append((b"content-length", str(len(body)).encode()))
+        length = len(body) + sum(len(part) for part in parts)
+        headers.append((b"content-length", str(length).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if not parts:
+            await send({"type": "http.response.body", "body": body})
+        else:  # large binary outputs leave as views of the output arrays, never copied
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            for part in parts[:-1]:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": parts[-1]})
         self._metrics.observe_request(PROTOCOL, outcome, time.perf_counter() - started)
 
-    async def _infer(self, scope: Scope, receive: Receive) -> tuple[bytes, int | None]:
+    async def _infer(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[bytes, int | None, list[bytes | memoryview]]:
         params = scope["path_params"]
         name, version = params["model_name"], params.get("model_version", "")
         dataplane = self._dataplane
         dataplane.resolve(name, version)
+        dataplane.admit()  # shed before the body is read or parsed
         declared, inference_header = _header_values(scope, _CONTENT_LENGTH, _HEADER_LENGTH)
-        body = await read_body(receive, self._limit, declared)
+        limits = self._limits
+        limit = limits.json if inference_header is None else limits.binary
+        body = await read_body(receive, limit, declared)
         header_length = rest_codec.parse_header_length(inference_header, len(body))
+        if header_length is not None and header_length > limits.json:
+            raise PayloadTooLargeError(
+                f"inference header of {header_length} bytes exceeds the limit of "
+                f"{limits.json} bytes for JSON"
+            )
         request = rest_codec.decode_infer_request(body, header_length, name, version)
         response = await dataplane.infer(request)
-        return rest_codec.encode_infer_response(response)
+        return rest_codec.encode_infer_response_parts(response)
 
 
 def infer_path_params(path: str) -> dict[str, str] | None:
@@ -183,9 +220,16 @@ class RestApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def build_app(dataplane: DataPlane, *, max_request_bytes: int) -> Starlette:
+def build_app(
+    dataplane: DataPlane,
+    *,
+    max_request_bytes: int,
+    max_json_request_bytes: int = 8 * 1024 * 1024,
+) -> Starlette:
     """The REST application for one DataPlane."""
     metrics = dataplane.metrics
+    limits = body_limits(dataplane.signature, max_request_bytes, max_json_request_bytes)
+    openapi = rest_codec.dumps(openapi_document(dataplane.signature))
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -238,8 +282,9 @@ def build_app(dataplane: DataPlane, *, max_request_bytes: int) -> Starlette:
         try:
             name = request.path_params["model_name"]
             dataplane.resolve(name)
+            dataplane.admit()
             (declared,) = _header_values(request.scope, _CONTENT_LENGTH)
-            body = await read_body(request.receive, max_request_bytes, declared)
+            body = await read_body(request.receive, limits.json, declared)
             document = rest_codec.load_json(body)
             if not isinstance(document, dict) or "instances" not in document:
                 raise InvalidInputError('predict body must be {"instances": [...]}')
@@ -262,7 +307,10 @@ def build_app(dataplane: DataPlane, *, max_request_bytes: int) -> Starlette:
         content, content_type = metrics.render()
         return Response(content, media_type=content_type)
 
-    infer = InferEndpoint(dataplane, max_request_bytes)
+    async def openapi_endpoint(request: Request) -> Response:
+        return Response(openapi, media_type=rest_codec.JSON_CONTENT_TYPE)
+
+    infer = InferEndpoint(dataplane, limits)
     model = "/v2/models/{model_name}"
     version = model + "/versions/{model_version}"
     routes = [  # the hot routes first: Starlette matches in order
@@ -275,6 +323,7 @@ def build_app(dataplane: DataPlane, *, max_request_bytes: int) -> Starlette:
         Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
         Route("/v1/models/{model_name}:predict", predict, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
     ]
     for prefix in (model, version):
         routes += [
