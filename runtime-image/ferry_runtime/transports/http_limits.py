@@ -68,27 +68,31 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_count = 0
         self._head_too_large = False
         self._started_request = False
-        self._deadline: asyncio.TimerHandle | None = None
+        self._due: float | None = None
+        """When the head or body now awaited must have arrived (None: nothing awaited)."""
+        self._timer: asyncio.TimerHandle | None = None
 
     # ---- deadlines -------------------------------------------------------------------------
+    # One timer per connection, not one per request: phases only move ``_due``; the timer,
+    # when it fires, closes the connection if ``_due`` has passed, else re-arms for it.
 
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._deadline_passed)
+    def _await_within(self, seconds: float) -> None:
+        self._due = self.loop.time() + seconds
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._due, self._check_deadline)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _deadline_passed(self) -> None:
-        self._deadline = None
+    def _check_deadline(self) -> None:
+        self._timer = None
+        due = self._due
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if due is None or transport is None or transport.is_closing():
+            return
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._check_deadline)
             return
         cycle = self.cycle
-        answered = cycle is not None and cycle.response_started and not cycle.response_complete
-        if self._started_request and not answered:
+        answering = cycle is not None and cycle.response_started and not cycle.response_complete
+        if self._started_request and not answering:
             transport.write(REQUEST_TIMEOUT)
         transport.close()
 
@@ -96,10 +100,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._arm(self.limits.header_timeout_s)
+        self._await_within(self.limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -132,20 +139,20 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             raise _HeadTooLargeError
 
     def on_headers_complete(self) -> None:
-        self._arm(self.limits.body_timeout_s)
+        self._await_within(self.limits.body_timeout_s)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._due = None
         self._started_request = False
         super().on_message_complete()
         if self.cycle is not None and self.cycle.response_complete:  # answered before the body
-            self._arm(self.limits.header_timeout_s)
+            self._await_within(self.limits.header_timeout_s)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self._started_request and not self.transport.is_closing():
-            self._arm(self.limits.header_timeout_s)
+            self._await_within(self.limits.header_timeout_s)
 
     def shutdown(self) -> None:
         cycle = self.cycle

@@ -88,21 +88,26 @@ STREAMED_BODY_STEP = 1024 * 1024
 """A body without Content-Length grows its buffer in steps of this size."""
 
 
-async def read_body(receive: Receive, limit: int, declared: str | None) -> memoryview:
+async def read_body(receive: Receive, limit: int, declared: str | None) -> bytearray | memoryview:
     """Read the body into one writable buffer (numpy views it without copies), at most ``limit``.
 
-    ``declared`` is the Content-Length header, checked before anything is read. With it the
-    buffer is allocated once at its final size (untouched pages cost no memory until bytes
-    arrive) and filled in place: the body is held once, never copied or regrown.
+    ``declared`` is the Content-Length header, checked before anything is read. A body that
+    arrives in one piece is copied once into a ``bytearray``. A longer one goes into a buffer
+    allocated once at its declared size (untouched pages cost no memory until bytes arrive)
+    and filled in place: it is held once, never copied again or regrown.
     """
     length = _declared_length(declared, limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    chunk = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(chunk) > limit:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+        return bytearray(chunk)
     buffer = np.empty(length if length is not None else 0, dtype=np.uint8)
     filled = 0
     while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
         end = filled + len(chunk)
         if end > len(buffer):
             if end > limit:
@@ -114,6 +119,10 @@ async def read_body(receive: Receive, limit: int, declared: str | None) -> memor
         filled = end
         if not message.get("more_body", False):
             return buffer.data[:filled]
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
 
 
 class InferEndpoint:
