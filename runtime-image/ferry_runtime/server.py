@@ -24,6 +24,7 @@ from types import FrameType
 import grpc
 import uvicorn
 
+from ferry_runtime import priority
 from ferry_runtime.batching.batcher import Batcher, BatchingOptions
 from ferry_runtime.dataplane import DataPlane
 from ferry_runtime.metrics import Metrics
@@ -145,6 +146,8 @@ class RuntimeServer:
     ``model`` injects an already-built model (tests); by default the model directory in the
     settings is loaded with ``default_model_loader``. ``tune_gc`` (the CLI sets it) applies
     :func:`tune_gc_for_serving` once the model is warm; tests leave the process's GC alone.
+    ``prioritize_compute`` (the CLI sets it too) lowers the priority of the serving threads
+    below the compute thread's and shortens the GIL switch interval (``priority.py``).
     """
 
     def __init__(
@@ -154,9 +157,11 @@ class RuntimeServer:
         model: Model | None = None,
         model_loader: Callable[[RuntimeSettings], Model] = default_model_loader,
         tune_gc: bool = False,
+        prioritize_compute: bool = False,
     ) -> None:
         self.settings = settings
         self._tune_gc = tune_gc
+        self._prioritize_compute = prioritize_compute
         self._model = model
         self._model_loader = model_loader
         if model is not None:
@@ -176,6 +181,7 @@ class RuntimeServer:
         self._uvicorn: _Uvicorn | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self._grpc: grpc.Server | None = None
+        self._serving_threads: set[int] = set()
 
     # ---- control ---------------------------------------------------------------------------
 
@@ -198,6 +204,8 @@ class RuntimeServer:
         previous = self._install_signal_handlers() if handle_signals else {}
         try:
             await self._start_transports()
+            if self._prioritize_compute:
+                self._serving_threads = priority.thread_ids()
             if on_started is not None:
                 on_started(self)
             return await self._serve()
@@ -305,6 +313,10 @@ class RuntimeServer:
         )
         batcher.start()
         self.batcher = batcher
+        if self._prioritize_compute:
+            # the compute thread keeps the process's niceness; what serves requests yields to it
+            priority.deprioritize(self._serving_threads, self.settings.serving_thread_nice)
+            priority.shorten_switch_interval()
         self.dataplane.attach(batcher, model.device)
         if self._tune_gc:
             tune_gc_for_serving()
@@ -360,7 +372,7 @@ def run(settings: RuntimeSettings) -> int:
     import uvloop
 
     async def main() -> int:
-        return await RuntimeServer(settings, tune_gc=True).run()
+        return await RuntimeServer(settings, tune_gc=True, prioritize_compute=True).run()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())

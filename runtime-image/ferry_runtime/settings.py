@@ -97,6 +97,10 @@ class RuntimeSettings(BaseSettings):
     """Longest wait for a request body once its headers arrived (408, then the connection is
     closed)."""
 
+    serving_thread_nice: int = Field(default=10, ge=0, le=19)
+    """Niceness added to the threads that accept, parse and refuse requests (not the model's),
+    so under overload the forward pass gets the CPU first; 0 leaves them alone."""
+
     drain_timeout_s: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM: longest wait for queued and in-flight requests to finish."""
 

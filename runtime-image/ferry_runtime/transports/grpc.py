@@ -21,11 +21,12 @@ Why the classic server and not grpc.aio
 
 Hostile input and overload
     Handlers receive the raw message bytes and parse them themselves, so an undecodable message
-    answers INVALID_ARGUMENT (grpcio's own deserialiser would answer INTERNAL). Admission is
-    decided in gRPC's polling thread, before a message is read or parsed: when every inference
-    thread is taken or the batch queue is full, the call goes to a shedding handler that answers
-    UNAVAILABLE (the code clients retry on) on one of a few spare threads, so refusals never
-    wait behind inference and never reach grpcio's own RESOURCE_EXHAUSTED limit.
+    answers INVALID_ARGUMENT (grpcio's own deserialiser would answer INTERNAL). ``ModelInfer``
+    decides admission first, before its message is parsed: when every inference thread is taken
+    or the batch queue is full it answers UNAVAILABLE (the code clients retry on). The pool has
+    a few spare threads beyond the inference ones for these refusals, so they never wait behind
+    inference, and grpcio's ``maximum_concurrent_rpcs`` (which answers RESOURCE_EXHAUSTED, a
+    code clients do not retry) is not used.
 """
 
 from __future__ import annotations
@@ -207,41 +208,48 @@ def _parsing(
     return handle
 
 
-class InferenceService(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
-    """``inference.GRPCInferenceService``, with admission decided before a call is read.
+def _admitting(
+    servicer: InferenceServicer, dataplane: DataPlane, workers: int
+) -> Callable[[bytes, grpc.ServicerContext], Any]:
+    """``ModelInfer`` with admission first: refused before its message is even parsed."""
+    parse = service_pb2.ModelInferRequest.FromString
 
-    ``service`` runs on gRPC's polling thread for every call: it only looks up the method and,
-    for ``ModelInfer``, compares two counters.
-    """
-
-    def __init__(self, servicer: InferenceServicer, dataplane: DataPlane, workers: int) -> None:
-        self._servicer = servicer
-        self._dataplane = dataplane
-        self._workers = workers
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-        for method in SERVICE.methods:
-            path = f"/{SERVICE.full_name}/{method.name}"
-            if method.client_streaming or method.server_streaming:
-                self._handlers[path] = grpc.stream_stream_rpc_method_handler(
-                    _unimplemented_stream(method.name)
-                )
-                continue
-            self._handlers[path] = grpc.unary_unary_rpc_method_handler(
-                _parsing(
-                    getattr(servicer, method.name), getattr(service_pb2, method.input_type.name)
-                ),
-                response_serializer=getattr(service_pb2, method.output_type.name).SerializeToString,
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        if servicer.inferring >= workers or dataplane.full:
+            return servicer.shed(raw, context)
+        try:
+            request = parse(raw)
+        except DecodeError:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid ModelInferRequest"
             )
-        self._infer_path = f"/{SERVICE.full_name}/ModelInfer"
-        self._shed = grpc.unary_unary_rpc_method_handler(servicer.shed)
+        return servicer.ModelInfer(request, context)
 
-    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        if method == self._infer_path and (
-            self._servicer.inferring >= self._workers or self._dataplane.full
-        ):
-            return self._shed
-        return self._handlers.get(method)
+    return handle
+
+
+def method_handlers(
+    servicer: InferenceServicer, dataplane: DataPlane, workers: int
+) -> dict[str, grpc.RpcMethodHandler]:
+    """Every method of the service: handlers that take the raw message and parse it."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in SERVICE.methods:
+        if method.client_streaming or method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                _unimplemented_stream(method.name)
+            )
+            continue
+        if method.name == "ModelInfer":
+            behavior = _admitting(servicer, dataplane, workers)
+        else:
+            behavior = _parsing(
+                getattr(servicer, method.name), getattr(service_pb2, method.input_type.name)
+            )
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            behavior,
+            response_serializer=getattr(service_pb2, method.output_type.name).SerializeToString,
+        )
+    return handlers
 
 
 def _unimplemented_stream(name: str) -> Callable[..., Any]:
@@ -263,7 +271,9 @@ def build_server(dataplane: DataPlane, *, max_request_bytes: int, workers: int) 
     )
     _prestart(pool, min(workers + SHEDDING_WORKERS, PRESTARTED_WORKERS))
     server = grpc.server(pool, options=server_options(max_request_bytes))
+    handlers = method_handlers(InferenceServicer(dataplane), dataplane, workers)
     server.add_generic_rpc_handlers(
-        (InferenceService(InferenceServicer(dataplane), dataplane, workers),)
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
     )
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
     return server

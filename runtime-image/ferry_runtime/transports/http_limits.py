@@ -65,7 +65,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
-        self._head_count = 0
         self._head_too_large = False
         self._started_request = False
         self._due: float | None = None
@@ -119,24 +118,26 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
-        self._head_count = 0
         self._started_request = True
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url), 0)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4, 1)
-        super().on_header(name, value)
-
-    def _count_head(self, size: int, headers: int) -> None:
-        self._head_bytes += size
-        self._head_count += headers
-        limits = self.limits
-        if self._head_bytes > limits.max_header_bytes or self._head_count > limits.max_header_count:
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_header_bytes:
             self._head_too_large = True
             raise _HeadTooLargeError
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # counted inline (a call per header is the hot path): size, then count
+        self._head_bytes += len(name) + len(value) + 4
+        limits = self.limits
+        if (
+            self._head_bytes > limits.max_header_bytes
+            or len(self.headers) >= limits.max_header_count
+        ):
+            self._head_too_large = True
+            raise _HeadTooLargeError
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._await_within(self.limits.body_timeout_s)

@@ -160,7 +160,7 @@ class InferEndpoint:
             log.exception("unexpected error serving %s", scope.get("path"))
             status, body = 500, rest_codec.error_body("internal server error")
             headers = [(b"content-type", _JSON)]
-        length = len(body) + sum(len(part) for part in parts)
+        length = len(body) + sum(len(part) for part in parts) if parts else len(body)
         headers.append((b"content-length", str(length).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if not parts:
