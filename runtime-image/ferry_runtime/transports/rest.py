@@ -26,6 +26,7 @@ from ferry_runtime.protocol.errors import (
     InferenceServerError,
     InvalidInputError,
     PayloadTooLargeError,
+    QueueFullError,
     message_of,
     outcome_of,
     status_of,
@@ -132,9 +133,22 @@ class InferEndpoint:
         self._dataplane = dataplane
         self._metrics = dataplane.metrics
         self._limits = limits
+        shed = QueueFullError("inference queue is full; retry later")
+        body = rest_codec.error_body(message_of(shed))
+        self._shed_start = {
+            "type": "http.response.start",
+            "status": status_of(shed).http,
+            "headers": [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())],
+        }
+        self._shed_body = {"type": "http.response.body", "body": body}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        if self._dataplane.full:  # shed: a prepared answer, the body never read or parsed
+            await send(self._shed_start)
+            await send(self._shed_body)
+            self._metrics.observe_request(PROTOCOL, "queue_full", time.perf_counter() - started)
+            return
         outcome = "success"
         headers: list[tuple[bytes, bytes]]
         parts: list[bytes | memoryview] = []
@@ -179,7 +193,6 @@ class InferEndpoint:
         name, version = params["model_name"], params.get("model_version", "")
         dataplane = self._dataplane
         dataplane.resolve(name, version)
-        dataplane.admit()  # shed before the body is read or parsed
         declared, inference_header = _header_values(scope, _CONTENT_LENGTH, _HEADER_LENGTH)
         limits = self._limits
         limit = limits.json if inference_header is None else limits.binary
