@@ -44,6 +44,7 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from ferry_runtime.dataplane import DataPlane
+from ferry_runtime.priority import yield_cpu
 from ferry_runtime.protocol import grpc_codec
 from ferry_runtime.protocol.errors import (
     InferenceServerError,
@@ -162,6 +163,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     def shed(self, request: bytes, context: grpc.ServicerContext) -> Any:
         """Refuse a ``ModelInfer`` call admission turned away (its message is never parsed)."""
         self._metrics.observe_request(PROTOCOL, "queue_full", 0.0)
+        yield_cpu()
         _abort(context, QueueFullError("inference queue is full; retry later"))
 
 

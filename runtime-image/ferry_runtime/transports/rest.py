@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ferry_runtime.dataplane import DataPlane
+from ferry_runtime.priority import yield_cpu
 from ferry_runtime.protocol import rest_codec
 from ferry_runtime.protocol.errors import (
     InferenceServerError,
@@ -148,6 +149,7 @@ class InferEndpoint:
             await send(self._shed_start)
             await send(self._shed_body)
             self._metrics.observe_request(PROTOCOL, "queue_full", time.perf_counter() - started)
+            yield_cpu()
             return
         outcome = "success"
         headers: list[tuple[bytes, bytes]]
