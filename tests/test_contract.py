@@ -309,7 +309,10 @@ def test_the_load_failure_exit_status_is_the_one_the_operator_reads() -> None:
     assert EXIT_MODEL_LOAD_FAILED == constants.RUNTIME_EXIT_MODEL_LOAD_FAILED
 
 
-@pytest.mark.parametrize("model_format", ["auto", "torchscript", "exported-program", "aot-inductor"])
+FORMATS = ["auto", "torchscript", "exported-program", "aot-inductor"]
+
+
+@pytest.mark.parametrize("model_format", FORMATS)
 def test_every_model_format_the_crd_accepts_is_one_the_runtime_loads(model_format: str) -> None:
     from ferry_runtime.model.loader import SUPPORTED_FORMATS
 

@@ -65,8 +65,9 @@ def fetch_model(
 ) -> Path:
     """Fetch the model at ``uri`` into ``dest`` and return ``dest``.
 
-    ``sha256`` is the expected digest of the served file (``model.pt2``, else ``model.pt``). A re-run over a directory that a
-    previous fetch of the same URI (and digest) completed does nothing.
+    ``sha256`` is the expected digest of the served file (``model.pt2``, else ``model.pt``).
+    A re-run over a directory that a previous fetch of the same URI (and digest) completed
+    does nothing.
     Raises ``FetchError`` with a message for the user.
     """
     source = parse_model_uri(uri)

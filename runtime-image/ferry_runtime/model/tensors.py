@@ -68,8 +68,7 @@ class TorchModel(Model):
             )
         if len(produced) != len(self.outputs):
             raise ModelOutputError(
-                f"model returned {len(produced)} outputs but model.json lists "
-                f"{len(self.outputs)}"
+                f"model returned {len(produced)} outputs but model.json lists {len(self.outputs)}"
             )
         rows = inputs[0].shape[0]
         return [
