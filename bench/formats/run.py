@@ -35,6 +35,10 @@ from bench.runtime.servers import BatchConfig, start_ferry
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 CONCURRENCY = 32
+NOISE_LIMIT = 0.25
+"""A served cell is measured again (up to ``ATTEMPTS`` times, the quietest kept) when other
+work on the shared machine took more than this many CPUs during it."""
+ATTEMPTS = 3
 
 
 def log(message: str) -> None:
@@ -98,20 +102,30 @@ def served(
 ) -> dict[str, Any]:
     spec = ModelSpec(name, (width,), name)
     server = start_ferry(spec, model_dir, batch, cpus=server_cpus, threads=threads, logs=workdir)
+    request = payload(name, width, model_dir)
+    cells: list[dict[str, Any]] = []
     try:
-        return measure_cell(
-            server,
-            name,
-            "grpc",
-            CONCURRENCY,
-            payload=payload(name, width, model_dir),
-            plan=plan,
-            loadgen_cpus=loadgen_cpus,
-            loadgen_processes=1,
-            jobs_dir=workdir / "jobs",
-        ) | {"startup_s": server.startup_s}
+        for _ in range(ATTEMPTS):
+            cells.append(
+                measure_cell(
+                    server,
+                    name,
+                    "grpc",
+                    CONCURRENCY,
+                    payload=request,
+                    plan=plan,
+                    loadgen_cpus=loadgen_cpus,
+                    loadgen_processes=1,
+                    jobs_dir=workdir / "jobs",
+                )
+            )
+            if cells[-1]["other_cpu"] <= NOISE_LIMIT:
+                break
+            log(f"{name}: other work took {cells[-1]['other_cpu']:.2f} CPUs; measuring again")
     finally:
         server.stop()
+    quietest = min(cells, key=lambda cell: cell["other_cpu"])
+    return quietest | {"startup_s": server.startup_s, "attempts": len(cells)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                         "startup_s": cell["startup_s"],
                         "server_cpu": cell["server_cpu"],
                         "other_cpu": cell["other_cpu"],
+                        "attempts": cell["attempts"],
                     }
                 )
             frozen = raw_forward(
