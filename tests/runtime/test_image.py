@@ -49,7 +49,9 @@ UID = "10001"
 POD_LIKE = [
     "--read-only",
     "--tmpfs",
-    "/tmp:rw,nosuid,nodev,mode=1777",
+    # exec: like the pod's /tmp emptyDir (docker's tmpfs default is noexec, Kubernetes'
+    # emptyDir is not); AOTInductor packages dlopen their library from there.
+    "/tmp:rw,exec,nosuid,nodev,mode=1777",
     "--user",
     f"{UID}:{UID}",
     "--cap-drop",

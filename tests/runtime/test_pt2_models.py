@@ -423,3 +423,12 @@ def test_a_cpu_exported_program_moves_to_the_gpu(pt2_dirs: dict[str, Path]) -> N
     model = load_model(LoadOptions(pt2_dirs["exported-program"], device="cuda"))
     assert model.device.startswith("cuda")
     warm_up(model, 4)
+
+
+def test_a_noexec_temporary_directory_is_named_as_the_cause() -> None:
+    from ferry_runtime.model.aoti import load_failure_hint
+
+    hint = load_failure_hint("Error in dlopen: /tmp/x/model.so: failed to map segment from shared")
+    assert "mounted noexec" in hint
+    assert "TMPDIR must allow executables" in hint
+    assert "compile it again" in load_failure_hint("undefined symbol: _ZN5torch3foo")

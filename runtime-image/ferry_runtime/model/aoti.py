@@ -10,6 +10,7 @@ do. The tensor signature comes from ``model.json`` or from the ``ferry.signature
 from __future__ import annotations
 
 import json
+import tempfile
 
 import torch
 
@@ -100,10 +101,21 @@ def load_aoti(archive: Pt2Archive, signature: Signature | None, device: torch.de
         runner = aoti_load_package(str(archive.path))
     except Exception as error:
         raise ModelLoadError(
-            f"aoti_load_package({archive.path}) failed: {first_line(error)}; compile it again "
-            f"with this torch ({torch.__version__}) for this machine"
+            f"aoti_load_package({archive.path}) failed: {first_line(error)}; "
+            + load_failure_hint(str(error))
         ) from None
     return AotiModel(runner, signature[0], signature[1], device)
+
+
+def load_failure_hint(message: str) -> str:
+    """What to do about a package torch could not load."""
+    if "failed to map segment" in message or "operation not permitted" in message.lower():
+        return (
+            f"the temporary directory ({tempfile.gettempdir()}) is mounted noexec: the package's "
+            "library is extracted there and loaded, so TMPDIR must allow executables (a "
+            "Kubernetes emptyDir does; docker --tmpfs needs the exec option)"
+        )
+    return f"compile it again with this torch ({torch.__version__}) for this machine"
 
 
 def signature_metadata(inputs: list[dict[str, object]], outputs: list[dict[str, object]]) -> str:
