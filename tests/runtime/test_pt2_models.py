@@ -432,3 +432,51 @@ def test_a_noexec_temporary_directory_is_named_as_the_cause() -> None:
     assert "mounted noexec" in hint
     assert "TMPDIR must allow executables" in hint
     assert "compile it again" in load_failure_hint("undefined symbol: _ZN5torch3foo")
+
+
+@pytest.mark.parametrize(
+    ("isa", "flags", "missing"),
+    [
+        (
+            "AVX512 AVX512_VNNI",
+            {"avx2", "fma"},
+            ["avx512f", "avx512dq", "avx512vl", "avx512bw", "avx512_vnni"],
+        ),
+        ("AVX2", {"avx2", "fma"}, []),
+        ("AVX512", {"avx512f", "avx512dq", "avx512vl", "avx512bw"}, []),
+        ("NEON", set(), []),  # not an x86 ISA Ferry knows the flags of: not guessed at
+        ("", set(), []),
+    ],
+)
+def test_missing_cpu_flags(isa: str, flags: set[str], missing: list[str]) -> None:
+    from ferry_runtime.model.aoti import missing_cpu_flags
+
+    assert missing_cpu_flags(isa, flags) == missing
+
+
+def test_a_package_for_a_newer_cpu_is_refused_instead_of_crashing(
+    pt2_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from ferry_runtime.model.aoti import load_aoti, read_cpu_flags
+    from ferry_runtime.model.pt2 import inspect_pt2
+
+    directory = tmp_path / "m"
+    directory.mkdir()
+
+    def compiled_with_avx512(name: str, data: bytes) -> bytes:
+        if name.endswith("_metadata.json"):
+            metadata = json.loads(data)
+            metadata["AOTI_CPU_ISA"] = "AVX512 AVX512_VNNI"
+            return json.dumps(metadata).encode()
+        return data
+
+    rewrite_zip(
+        pt2_dirs["aot-inductor"] / "model.pt2", directory / "model.pt2", compiled_with_avx512
+    )
+    archive = inspect_pt2(directory / "model.pt2")
+    with pytest.raises(ModelLoadError, match=r"compiled for AVX512 AVX512_VNNI but this CPU lacks"):
+        load_aoti(archive, None, torch.device("cpu"), cpu_flags={"avx2", "fma"})
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
+    assert read_cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
+    assert read_cpu_flags(tmp_path / "none") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,16 @@ from ferry_runtime.model.pt2 import MODEL_NAME, Pt2Archive
 from ferry_runtime.model.tensors import TorchModel
 from ferry_runtime.model.torchscript import first_line
 
+CPU_ISA_KEY = "AOTI_CPU_ISA"
+CPU_FLAGS_OF_ISA: dict[str, tuple[str, ...]] = {
+    "AVX2": ("avx2", "fma"),
+    "AVX512": ("avx512f", "avx512dq", "avx512vl", "avx512bw"),
+    "AVX512_VNNI": ("avx512_vnni",),
+    "AVX512_BF16": ("avx512_bf16",),
+    "AMX_TILE": ("amx_tile",),
+}
+"""/proc/cpuinfo flags each of Inductor's CPU vector ISAs (as recorded in the package) needs."""
+CPUINFO = Path("/proc/cpuinfo")
 SIGNATURE_KEY = "ferry.signature"
 """AOTInductor metadata key holding the model.json document (``ferry-runtime package``)."""
 DEVICE_KEY = "AOTI_DEVICE_KEY"
@@ -85,10 +96,55 @@ def check_device(archive: Pt2Archive, compiled_for: str, device: torch.device) -
     )
 
 
-def load_aoti(archive: Pt2Archive, signature: Signature | None, device: torch.device) -> AotiModel:
-    """Load the package's compiled model on ``device`` (CUDA: the current device)."""
+def missing_cpu_flags(package_isa: str, cpu_flags: set[str]) -> list[str]:
+    """Pure: the CPU flags the package's vector ISA needs that this CPU lacks (unknown ISA
+    names are not guessed at)."""
+    needed = [
+        flag for name in package_isa.upper().split() for flag in CPU_FLAGS_OF_ISA.get(name, ())
+    ]
+    return [flag for flag in dict.fromkeys(needed) if flag not in cpu_flags]
+
+
+def read_cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
+    """This machine's CPU flags (x86 Linux), or None when they cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def check_cpu(archive: Pt2Archive, metadata: dict[str, str], cpu_flags: set[str] | None) -> None:
+    """Refuse a CPU package compiled for vector instructions this CPU does not have (running
+    it would die of SIGILL: a crash loop without a reason)."""
+    if cpu_flags is None:
+        return
+    missing = missing_cpu_flags(metadata.get(CPU_ISA_KEY, ""), cpu_flags)
+    if missing:
+        raise ModelLoadError(
+            f"{archive.path} is an AOTInductor package compiled for {metadata[CPU_ISA_KEY]} "
+            f"but this CPU lacks {', '.join(missing)}: package it on a machine with this node's "
+            "CPU features, or schedule the model on nodes that have them "
+            "(spec.scheduling.nodeSelector / affinity)"
+        )
+
+
+def load_aoti(
+    archive: Pt2Archive,
+    signature: Signature | None,
+    device: torch.device,
+    cpu_flags: set[str] | None = None,
+) -> AotiModel:
+    """Load the package's compiled model on ``device`` (CUDA: the current device).
+
+    ``cpu_flags`` defaults to this machine's (/proc/cpuinfo)."""
     metadata = package_metadata(archive)
     check_device(archive, package_device(metadata), device)
+    if device.type == "cpu":
+        check_cpu(archive, metadata, read_cpu_flags() if cpu_flags is None else cpu_flags)
     signature = signature or embedded_signature(archive, metadata)
     if signature is None:
         raise ModelLoadError(
