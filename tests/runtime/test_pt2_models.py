@@ -480,3 +480,13 @@ def test_a_package_for_a_newer_cpu_is_refused_instead_of_crashing(
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
     assert read_cpu_flags(cpuinfo) == {"fpu", "avx2", "fma"}
     assert read_cpu_flags(tmp_path / "none") is None
+
+
+def test_a_cpu_package_on_a_cuda_pod_says_what_to_do(pt2_dirs: dict[str, Path]) -> None:
+    from ferry_runtime.model.aoti import check_device
+    from ferry_runtime.model.pt2 import inspect_pt2
+
+    archive = inspect_pt2(pt2_dirs["aot-inductor"] / "model.pt2")
+    with pytest.raises(ModelLoadError, match=r"compiled for cpu but the model runs on cuda"):
+        check_device(archive, "cpu", torch.device("cuda"))
+    check_device(archive, "cpu", torch.device("cpu"))
