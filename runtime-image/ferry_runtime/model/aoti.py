@@ -79,6 +79,17 @@ def embedded_signature(archive: Pt2Archive, metadata: dict[str, str]) -> Signatu
     )
 
 
+def required_signature(archive: Pt2Archive, metadata: dict[str, str]) -> Signature:
+    """The embedded signature, or an error saying how to give one."""
+    found = embedded_signature(archive, metadata)
+    if found is None:
+        raise ModelLoadError(
+            f"{archive.path} is an AOTInductor package without a tensor signature: add "
+            "model.json beside it (docs/contracts.md) or make it with `ferry-runtime package`"
+        )
+    return found
+
+
 def check_device(archive: Pt2Archive, compiled_for: str, device: torch.device) -> None:
     """Refuse a package compiled for another device than the one the pod serves on."""
     if compiled_for == device.type:
@@ -145,12 +156,7 @@ def load_aoti(
     check_device(archive, package_device(metadata), device)
     if device.type == "cpu":
         check_cpu(archive, metadata, read_cpu_flags() if cpu_flags is None else cpu_flags)
-    signature = signature or embedded_signature(archive, metadata)
-    if signature is None:
-        raise ModelLoadError(
-            f"{archive.path} is an AOTInductor package without a tensor signature: add "
-            "model.json beside it (docs/contracts.md) or make it with `ferry-runtime package`"
-        )
+    signature = signature or required_signature(archive, metadata)
     try:
         from torch._inductor import aoti_load_package
 

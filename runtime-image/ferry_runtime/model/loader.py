@@ -75,8 +75,10 @@ def locate_model(model_dir: Path, requested: str = "auto") -> ModelFile:
             "(spec.model.format) to say which one to serve"
         )
     if not pt2.is_file():
-        found = f"; it holds {TORCHSCRIPT_FILE}: set the format to torchscript" * script.exists()
-        raise ModelLoadError(f"{pt2} not found (format {requested}){found}")
+        found = f"; it holds {TORCHSCRIPT_FILE}: set the format to torchscript or auto"
+        raise ModelLoadError(
+            f"{pt2} not found (format {requested}){found if script.exists() else ''}"
+        )
     archive = inspect_pt2(pt2)
     if requested not in ("auto", archive.kind):
         what = "an AOTInductor package" if archive.kind == "aot-inductor" else "an exported program"
@@ -132,22 +134,22 @@ def model_signature_of(model_dir: Path, requested: str = "auto") -> Signature:
     if declared is not None:
         return declared
     located = locate_model(model_dir, requested)
-    if located.archive is None:
-        load_model_config(model_dir)  # raises: TorchScript needs model.json
-        raise AssertionError("unreachable")
-    if located.archive.kind == "aot-inductor":
-        from ferry_runtime.model.aoti import embedded_signature, package_metadata
+    archive = located.archive
+    if archive is None:  # TorchScript needs model.json: say so
+        config = load_model_config(model_dir)
+        return (
+            tuple(tensor.spec() for tensor in config.inputs),
+            tuple(tensor.spec() for tensor in config.outputs),
+        )
+    if archive.kind == "aot-inductor":
+        from ferry_runtime.model.aoti import package_metadata, required_signature
 
-        found = embedded_signature(located.archive, package_metadata(located.archive))
-        if found is None:
-            raise ModelLoadError(
-                f"{located.path} is an AOTInductor package without a tensor signature: add "
-                "model.json beside it (docs/contracts.md) or make it with `ferry-runtime package`"
-            )
-        return found
+        return required_signature(archive, package_metadata(archive))
+    # The program is loaded again for serving; ferry-runtime package writes model.json, which
+    # spares this first load.
     from ferry_runtime.model.exported import load_program, program_signature
 
-    return program_signature(load_program(located.archive), located.path)
+    return program_signature(load_program(archive), located.path)
 
 
 def resolve_device(requested: str, located: ModelFile | None = None) -> torch.device:

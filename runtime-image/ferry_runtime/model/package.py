@@ -104,7 +104,8 @@ def load_factory(reference: str) -> Callable[[], nn.Module]:
             sys.modules[spec.name] = module
             spec.loader.exec_module(module)
         else:
-            sys.path.insert(0, os.getcwd())
+            if os.getcwd() not in sys.path:  # `python -m` semantics: the current directory
+                sys.path.insert(0, os.getcwd())
             module = importlib.import_module(target)
     except PackageError:
         raise

@@ -121,13 +121,17 @@ def _refuse_pickled_payloads(
             entries = dict(config["config"])
         except (ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(f"{path}: {name} is not a payload config ({error})") from None
+        constants = "/data/constants/" in name
         for fqn, meta in entries.items():
-            pickled = not isinstance(meta, dict) or bool(meta.get("use_pickle"))
-            constant = "/data/constants/" in name
-            opaque = constant and not str(meta.get("path_name", "")).startswith(
-                TENSOR_CONSTANT_PREFIX
+            plain_tensor = (
+                isinstance(meta, dict)
+                and meta.get("use_pickle") is False
+                and (
+                    not constants
+                    or str(meta.get("path_name", "")).startswith(TENSOR_CONSTANT_PREFIX)
+                )
             )
-            if pickled or opaque:
+            if not plain_tensor:
                 raise ModelLoadError(
                     f"{path}: {fqn!r} is stored as a pickled object (a tensor subclass, a "
                     "script object or an opaque constant); Ferry never unpickles model files. "
