@@ -40,3 +40,7 @@ GPU_TAINT_KEY: Final = "nvidia.com/gpu"
 DEFAULT_HTTP_PORT: Final = 8080
 DEFAULT_GRPC_PORT: Final = 8081
 MODEL_MOUNT_PATH: Final = "/models"
+
+RUNTIME_EXIT_MODEL_LOAD_FAILED: Final = 3
+"""Exit status of ``ferry-runtime serve`` when the model cannot be loaded; its message is the
+container's termination message (docs/contracts.md)."""

@@ -122,14 +122,21 @@ class ModelSource(ApiModel):
     """Model location: pvc://CLAIM/PATH (a directory on a PersistentVolumeClaim, mounted
     read-only), http(s)://… (an archive such as model.tar.gz, or a directory URL ending in /),
     s3://BUCKET/PREFIX/ or s3://BUCKET/KEY.tar.gz, or file:///… (local mode only). The model
-    directory holds model.pt (TorchScript) and model.json (tensor names, datatypes, shapes)."""
+    directory holds model.pt2 (PyTorch 2) or model.pt (TorchScript), and model.json (tensor
+    names, datatypes, shapes; optional beside model.pt2)."""
 
-    format: Literal["torchscript"] = "torchscript"
-    """Serialization format of model.pt. Only torchscript is supported in v1alpha1."""
+    format: Literal["auto", "torchscript", "exported-program", "aot-inductor"] = "auto"
+    """Model format. auto: detect it from the model directory (model.pt2 or model.pt).
+    exported-program: model.pt2 written by torch.export.save, run as its module.
+    aot-inductor: model.pt2 written by torch._inductor.aoti_compile_and_package (or
+    `ferry-runtime package`), compiled ahead of time for the pod's device (cpu or cuda).
+    torchscript: model.pt written by torch.jit.save (deprecated by PyTorch; kept for existing
+    models). A format that does not match the files is reported as Ready=False with reason
+    ModelLoadFailed."""
 
     sha256: str | None = Field(default=None, pattern=SHA256_HEX, max_length=64)
-    """Expected SHA-256 of model.pt as 64 lowercase hex characters. The pod refuses to serve a
-    model whose digest differs."""
+    """Expected SHA-256 of the served file (model.pt2, else model.pt) as 64 lowercase hex
+    characters. The pod refuses to serve a model whose digest differs."""
 
     name: str | None = Field(default=None, pattern=SERVED_NAME, max_length=128)
     """Name the model is served under (/v2/models/NAME). Defaults to metadata.name."""

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ferry_operator import constants
 from ferry_operator.errors import Blocked
 from ferry_operator.render import child_name
 from ferry_operator.render.labels import selector_string
@@ -373,6 +374,16 @@ def _init_problem(container: Mapping[str, Any], found: dict[str, str]) -> None:
 
 def _container_problem(container: Mapping[str, Any], found: dict[str, str]) -> None:
     if _image_problem(container, found):
+        return
+    terminated = _termination(container)
+    if (
+        terminated is not None
+        and terminated.get("exitCode") == constants.RUNTIME_EXIT_MODEL_LOAD_FAILED
+        and not container.get("ready")
+    ):
+        # The runtime could not load the model (wrong format, bad file, device mismatch):
+        # its termination message says why and what to do.
+        found.setdefault(MODEL_LOAD_FAILED, _describe_exit(container, terminated))
         return
     if _waiting(container).get("reason") == CRASH_LOOP_BACK_OFF:
         found.setdefault(CRASH_LOOP_BACK_OFF, _describe_exit(container, _termination(container)))

@@ -299,7 +299,7 @@ def test_kubectl_explain_batching_documents_every_field(root: Schema) -> None:
 
 def test_leaf_defaults_come_from_the_models(root: Schema) -> None:
     assert schema_at(root, "spec.replicas")["default"] == 1
-    assert schema_at(root, "spec.model.format")["default"] == "torchscript"
+    assert schema_at(root, "spec.model.format")["default"] == "auto"
     assert schema_at(root, "spec.model.version")["default"] == "1"
     assert schema_at(root, "spec.runtime.device")["default"] == "auto"
     assert schema_at(root, "spec.runtime.protocols.httpPort")["default"] == 8080
@@ -351,7 +351,12 @@ def test_bounds_enums_and_sizes(root: Schema) -> None:
     assert schema_at(root, "spec.resources.limits.*")["pattern"] == spec.QUANTITY
     assert schema_at(root, "spec.runtime.device")["enum"] == ["auto", "cpu", "cuda"]
     assert schema_at(root, "spec.service.type")["enum"] == ["ClusterIP", "NodePort", "LoadBalancer"]
-    assert schema_at(root, "spec.model.format")["enum"] == ["torchscript"]
+    assert schema_at(root, "spec.model.format")["enum"] == [
+        "auto",
+        "torchscript",
+        "exported-program",
+        "aot-inductor",
+    ]
     assert schema_at(root, "spec.runtime.protocols.httpPort")["minimum"] == 1024
 
 

@@ -329,7 +329,13 @@ def test_runtime_env_carries_the_spec() -> None:
     sha = "a" * 64
     md = make_md(
         {
-            "model": {"uri": HTTP_URI, "sha256": sha, "name": "served", "version": "7"},
+            "model": {
+                "uri": HTTP_URI,
+                "sha256": sha,
+                "name": "served",
+                "version": "7",
+                "format": "aot-inductor",
+            },
             "runtime": {"device": "cpu", "threads": 3},
             "batching": {
                 "enabled": False,
@@ -347,7 +353,7 @@ def test_runtime_env_carries_the_spec() -> None:
         "FERRY_RUNTIME_MODEL_DIR": "/models",
         "FERRY_RUNTIME_MODEL_NAME": "served",
         "FERRY_RUNTIME_MODEL_VERSION": "7",
-        "FERRY_RUNTIME_MODEL_FORMAT": "torchscript",
+        "FERRY_RUNTIME_MODEL_FORMAT": "aot-inductor",
         "FERRY_RUNTIME_MODEL_SHA256": sha,
         "FERRY_RUNTIME_DEVICE": "cpu",
         "FERRY_RUNTIME_THREADS": "3",
@@ -777,3 +783,19 @@ def test_children_keys_are_sorted_at_every_level() -> None:
 
     for child in render_children(md, OPTIONS):
         check(child)
+
+
+@pytest.mark.parametrize(
+    "model_format", ["auto", "torchscript", "exported-program", "aot-inductor"]
+)
+def test_every_model_format_reaches_the_runtime(model_format: str) -> None:
+    md = make_md({"model": {"uri": HTTP_URI, "format": model_format}})
+    (deployment, *_) = render_children(md, RenderOptions())
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    assert env["FERRY_RUNTIME_MODEL_FORMAT"] == model_format
+
+
+def test_the_model_format_defaults_to_auto() -> None:
+    (deployment, *_) = render_children(make_md({"model": {"uri": HTTP_URI}}), RenderOptions())
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    assert env["FERRY_RUNTIME_MODEL_FORMAT"] == "auto"
