@@ -223,7 +223,7 @@ def assess(observation: Observation) -> Verdict:
 
     deadline = conditions.get("Progressing") or {}
     if deadline.get("status") == "False" and deadline.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
-        problem = _pod_problem(observation.pods)
+        problem = pod_problem(observation.pods)
         detail = f"; {problem[0]}: {problem[1]}" if problem else ""
         message = f"rollout of Deployment {name!r} made no progress in time ({counts}){detail}"
         return Verdict(
@@ -254,7 +254,7 @@ def assess(observation: Observation) -> Verdict:
     problem = (
         (REPLICA_FAILURE, str(failure.get("message") or failure.get("reason") or ""))
         if failure.get("status") == "True"
-        else _pod_problem(observation.pods)
+        else pod_problem(observation.pods)
     )
     if problem is not None:
         reason, detail = problem
@@ -284,7 +284,7 @@ def _desired_replicas(deployment: Mapping[str, Any], expected: int | None) -> in
     return expected if expected is not None else 1  # the Deployment API's default
 
 
-def _live(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def live_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [
         pod
         for pod in pods
@@ -293,10 +293,10 @@ def _live(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
-def _pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The most serious thing keeping pods from becoming ready, with the pod's own words."""
     found: dict[str, str] = {}
-    for pod in _live(pods):
+    for pod in live_pods(pods):
         status = pod.get("status") or {}
         for container in status.get("initContainerStatuses") or ():
             _init_problem(container, found)
@@ -381,7 +381,7 @@ def _container_problem(container: Mapping[str, Any], found: dict[str, str]) -> N
 def _loading_pods(pods: Sequence[Mapping[str, Any]]) -> int:
     """Pods scheduled onto a node whose server is not ready yet (fetching or loading)."""
     count = 0
-    for pod in _live(pods):
+    for pod in live_pods(pods):
         status = pod.get("status") or {}
         scheduled = any(
             c.get("type") == "PodScheduled" and c.get("status") == "True"

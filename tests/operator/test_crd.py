@@ -222,7 +222,9 @@ def test_list_types_for_server_side_apply(root: Schema) -> None:
         "spec.scheduling.tolerations": ("atomic", None),
         "spec.scheduling.topologySpreadConstraints": ("atomic", None),
         "spec.batching.preferredBatchSizes": ("set", None),
+        "spec.rollout.steps": ("atomic", None),
         "status.conditions": ("map", ["type"]),
+        "status.revisions": ("atomic", None),
     }
     # A list-map key must be required (or defaulted) in the item schema, or the API server
     # refuses the CRD.
@@ -244,6 +246,8 @@ def test_status_schema(root: Schema) -> None:
         "selector",
         "url",
         "model",
+        "revisions",
+        "rollout",
     }
     condition = schema_at(root, "status.conditions[]")
     assert condition["required"] == ["type", "status", "reason"]
