@@ -43,6 +43,7 @@ from ferry_operator.observed import (
     trim_owner,
     trim_pod,
 )
+from ferry_operator.probes import HttpProber
 from ferry_operator.reconcile import Memo, RepairGuard, RetryLater, reconcile
 from ferry_operator.render import CHILD_KINDS, RenderOptions
 from ferry_operator.render.names import label_value
@@ -89,6 +90,7 @@ class Controller:
         self.failures: dict[OwnerKey, int] = {}
         self.guard = RepairGuard()
         self.memo = Memo()
+        self.prober = HttpProber()
         self.queue: WorkQueue[OwnerKey] = WorkQueue(self.process, concurrency=settings.workers)
         self.writes = 0
 
@@ -104,6 +106,7 @@ class Controller:
                 instance=self.identity,
                 guard=self.guard,
                 memo=self.memo,
+                prober=self.prober,
             )
         except RetryLater as refused:
             return self._retry(key, refused.cause, refused.blocked.message)
@@ -222,6 +225,7 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await controller.queue.stop()
+        await controller.prober.close()
         await controller.connection.close()  # Kopf's streams are stopped by now
 
     @kopf.on.probe(id="queue", registry=registry)
@@ -334,6 +338,7 @@ class Operator:
             )
         finally:
             await self.controller.queue.stop()
+            await self.controller.prober.close()
             await self.connection.close()
 
 

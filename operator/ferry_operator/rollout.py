@@ -32,7 +32,9 @@ from typing import Any
 
 from ferry_operator import constants
 from ferry_operator.analysis import Figures, Signature, judge, signature_change
+from ferry_operator.events import Notice
 from ferry_operator.render.names import child_name
+from ferry_operator.render.options import RenderOptions
 from ferry_operator.render.revision import (
     Layout,
     RevisionDeployment,
@@ -40,6 +42,7 @@ from ferry_operator.render.revision import (
     parse_template,
     revision_deployment_name,
     revision_hash,
+    revision_template,
 )
 from ferry_operator.spec import ModelDeployment
 from ferry_operator.status import (
@@ -48,6 +51,7 @@ from ferry_operator.status import (
     IMAGE_PULL_BACK_OFF,
     MODEL_LOAD_FAILED,
     PROGRESS_DEADLINE_EXCEEDED,
+    Report,
     pod_problem,
 )
 
@@ -175,27 +179,34 @@ class RolloutInput:
         return revision_hash(self.template)
 
 
+def rollout_input(
+    md: ModelDeployment,
+    options: RenderOptions,
+    children: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    *,
+    status: Mapping[str, Any],
+    now: str,
+) -> RolloutInput:
+    """The planner's input from what the reconcile sees (children of every kind, pods and the
+    ModelDeployment's status); probes are added once read."""
+    deployments = tuple(
+        LiveDeployment.from_snapshot(child)
+        for child in children
+        if child.get("kind") == "Deployment"
+        and not (child.get("metadata") or {}).get("deletionTimestamp")
+    )
+    return RolloutInput(
+        md=md,
+        template=revision_template(md, options),
+        deployments=deployments,
+        pods=pods,
+        previous=status,
+        now=now,
+    )
+
+
 # --- what it decides ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Report:
-    """The conditions a rollout imposes (``None`` in a decision: judge the main Deployment)."""
-
-    reason: str
-    message: str
-    progressing: bool
-    degraded: bool
-    stalled: bool = False
-
-
-@dataclass(frozen=True)
-class Notice:
-    """An Event the decision deserves (transitions only)."""
-
-    type: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

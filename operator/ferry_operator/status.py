@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ferry_operator import constants
 from ferry_operator.errors import Blocked
 from ferry_operator.render import child_name
 from ferry_operator.render.labels import selector_string
@@ -46,6 +47,18 @@ UNSCHEDULABLE = "Unschedulable"
 AS_EXPECTED = "AsExpected"
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
+
+
+@dataclass(frozen=True)
+class Report:
+    """The conditions a rollout imposes while it runs or after it stopped (see
+    :mod:`ferry_operator.rollout`)."""
+
+    reason: str
+    message: str
+    progressing: bool
+    degraded: bool
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,22 @@ class Observation:
 
     model: Mapping[str, Any] | None = None
     """The model the pods are configured to serve."""
+
+    report: Report | None = None
+    """What a rollout says; overrides the verdict on :attr:`deployment`."""
+
+    rollout: Mapping[str, Any] | None = None
+    """``status.rollout``."""
+
+    revisions: Sequence[Mapping[str, Any]] | None = None
+    """``status.revisions``."""
+
+    deployments: Sequence[Mapping[str, Any]] = ()
+    """Every model Deployment (their replicas add up in ``status.replicas``); empty: just
+    :attr:`deployment`."""
+
+    current_revision: str | None = None
+    """The spec's revision (``status.updatedReplicas`` counts its pods)."""
 
 
 @dataclass(frozen=True)
@@ -115,23 +144,41 @@ def compute_status(
     """The whole ``status`` to write; equal to ``previous`` when nothing changed."""
     previous = previous or {}
     verdict = assess(observation)
-    deployment_status = (observation.deployment or {}).get("status") or {}
+    replicas, ready, updated = _counts(observation)
     status: dict[str, Any] = {
         "observedGeneration": observation.generation,
         "conditions": _conditions(verdict, observation.generation, previous, now),
-        "replicas": int(deployment_status.get("replicas") or 0),
-        "readyReplicas": int(deployment_status.get("readyReplicas") or 0),
-        "updatedReplicas": int(deployment_status.get("updatedReplicas") or 0),
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "updatedReplicas": updated,
     }
     # A blocked generation leaves the children of the last good one serving: keep describing
     # them rather than inventing addresses for a spec that was never applied.
-    for key in ("selector", "url", "model"):
+    for key in ("selector", "url", "model", "rollout", "revisions"):
         value = getattr(observation, key)
         if observation.blocked is not None and value is None:
             value = previous.get(key)
         if value is not None:
             status[key] = value
     return status
+
+
+def _counts(observation: Observation) -> tuple[int, int, int]:
+    """(replicas, ready, updated): pods of every model Deployment; updated are those running
+    the spec's revision."""
+    deployments = list(observation.deployments) or (
+        [observation.deployment] if observation.deployment is not None else []
+    )
+    replicas = ready = updated = 0
+    for deployment in deployments:
+        status = deployment.get("status") or {}
+        replicas += int(status.get("replicas") or 0)
+        ready += int(status.get("readyReplicas") or 0)
+        labels = (deployment.get("metadata") or {}).get("labels") or {}
+        revision = labels.get(constants.LABEL_REVISION)
+        if observation.current_revision is None or revision == observation.current_revision:
+            updated += int(status.get("updatedReplicas") or 0)
+    return replicas, ready, updated
 
 
 def status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
@@ -198,6 +245,18 @@ def assess(observation: Observation) -> Verdict:
             progressing=(False, blocked.reason, blocked.message),
             degraded=(True, blocked.reason, blocked.message),
             stalled=True,
+        )
+    report = observation.report
+    if report is not None:
+        return Verdict(
+            ready=(False, report.reason, report.message),
+            progressing=(report.progressing, report.reason, report.message),
+            degraded=(
+                report.degraded,
+                report.reason if report.degraded else AS_EXPECTED,
+                report.message if report.degraded else "",
+            ),
+            stalled=report.stalled,
         )
     deployment = observation.deployment
     if deployment is None:
