@@ -785,7 +785,7 @@ class RolloutStatus(ApiModel):
     step_baseline_requests: int | None = None
     """Requests the new revision had answered when the step started."""
 
-    message: str = ""
+    message: str | None = None
     """What the rollout is doing or why it stopped."""
 
     analysis: AnalysisFigures | None = None
