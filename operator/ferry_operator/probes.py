@@ -34,6 +34,7 @@ REQUESTS_METRIC = "ferry_requests"
 DURATION_METRIC = "ferry_request_duration_seconds"
 METRICS_PATH = "/metrics"
 MAX_BODY_BYTES = 1 << 20
+DEFAULT_PORT = constants.DEFAULT_HTTP_PORT
 
 
 def parse_figures(text: str) -> Figures:
@@ -85,13 +86,7 @@ class Prober(Protocol):
     """Reads what the planner asks for (:class:`HttpProber`; a fake in tests)."""
 
     async def probe(
-        self,
-        key: tuple[str, str],
-        request: ProbeRequest,
-        pods: Sequence[Mapping[str, Any]],
-        *,
-        port: int,
-        model: str,
+        self, key: tuple[str, str], request: ProbeRequest, pods: Sequence[Mapping[str, Any]]
     ) -> Probes:
         """Figures and signatures for ``request``, from the pods of ModelDeployment ``key``."""
 
@@ -145,19 +140,14 @@ class HttpProber:
         return Signature.from_metadata(document) if isinstance(document, Mapping) else None
 
     async def probe(
-        self,
-        key: tuple[str, str],
-        request: ProbeRequest,
-        pods: Sequence[Mapping[str, Any]],
-        *,
-        port: int,
-        model: str,
+        self, key: tuple[str, str], request: ProbeRequest, pods: Sequence[Mapping[str, Any]]
     ) -> Probes:
         """Figures summed over every ready pod of the revision (a pod that does not answer
         makes the figures unknown: judging on part of the pods could pass a bad canary);
         signatures from the first ready pod of each revision, remembered per revision."""
         figures: Figures | None = None
         if request.figures_of is not None:
+            _, port = request.targets.get(request.figures_of, ("", DEFAULT_PORT))
             ips = serving_pods(pods, request.figures_of)
             read = await asyncio.gather(*(self._figures(ip, port) for ip in ips))
             if ips and all(item is not None for item in read):
@@ -166,7 +156,8 @@ class HttpProber:
         for revision in request.signatures_of:
             cache_key = (*key, revision)
             known = self._signatures.get(cache_key)
-            if known is None:
+            model, port = request.targets.get(revision, ("", DEFAULT_PORT))
+            if known is None and model:
                 for ip in serving_pods(pods, revision)[:2]:
                     known = await self._signature(ip, port, model)
                     if known is not None:

@@ -550,13 +550,7 @@ async def decide_rollout(
     inputs = rollout_input(md, options, children, pods, status=owner.get("status") or {}, now=now)
     request = probe_request(inputs)
     if prober is not None and (request.figures_of or request.signatures_of):
-        probes = await prober.probe(
-            (md.metadata.namespace, md.metadata.name),
-            request,
-            pods,
-            port=md.spec.runtime.protocols.http_port,
-            model=md.served_name,
-        )
+        probes = await prober.probe((md.metadata.namespace, md.metadata.name), request, pods)
         inputs = dataclasses.replace(inputs, probes=probes)
     return plan_rollout(inputs)
 

@@ -156,6 +156,16 @@ class ProbeRequest:
     """Revision whose ready pods' metrics to read."""
     signatures_of: tuple[str, ...] = ()
     """Revisions whose model signature to read."""
+    targets: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """Served model name and HTTP port of each revision named above (from its template)."""
+
+
+def served_target(md: ModelDeployment, template: Template | None) -> tuple[str, int]:
+    """(served model name, HTTP port) of the pods a template makes."""
+    model = (template or {}).get("model") or {}
+    protocols = ((template or {}).get("runtime") or {}).get("protocols") or {}
+    name = str(model.get("name") or md.metadata.name)
+    return name, int(protocols.get("httpPort") or constants.DEFAULT_HTTP_PORT)
 
 
 @dataclass(frozen=True)
@@ -390,7 +400,10 @@ def probe_request(inp: RolloutInput) -> ProbeRequest:
     signatures: tuple[str, ...] = ()
     if not md.spec.rollout.allow_signature_change and stable.revision is not None:
         signatures = (stable.revision, revision)
-    return ProbeRequest(figures_of=revision, signatures_of=signatures)
+    targets = {revision: served_target(md, inp.template)}
+    if stable.revision is not None:
+        targets[stable.revision] = served_target(md, stable.template)
+    return ProbeRequest(figures_of=revision, signatures_of=signatures, targets=targets)
 
 
 # --- the decision ------------------------------------------------------------------------------

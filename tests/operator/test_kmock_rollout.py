@@ -39,13 +39,7 @@ class FakeProber:
         self.asked: list[ProbeRequest] = []
 
     async def probe(
-        self,
-        key: tuple[str, str],
-        request: ProbeRequest,
-        pods: Sequence[Mapping[str, Any]],
-        *,
-        port: int,
-        model: str,
+        self, key: tuple[str, str], request: ProbeRequest, pods: Sequence[Mapping[str, Any]]
     ) -> Probes:
         self.asked.append(request)
         figures = None
@@ -187,7 +181,9 @@ async def test_a_good_canary_is_promoted_and_the_stable_removed(kube: Any) -> No
     # The promoted revision kept its Deployment (its pods were never restarted).
     assert kube.object(DEPLOYMENTS, "default", canary_name) is not None
     prober = running.operator.controller.prober
-    assert any(r.signatures_of == (stable, canary) for r in prober.asked)
+    asked = next(r for r in prober.asked if r.signatures_of == (stable, canary))
+    # Each revision is read where its own template serves it.
+    assert asked.targets == {stable: ("mlp", 8080), canary: ("mlp", 8080)}
 
 
 async def test_an_erroring_canary_is_aborted_and_stays_aborted(kube: Any) -> None:

@@ -70,11 +70,14 @@ def test_http_prober_reads_a_real_runtime(
     async def read() -> Any:
         prober = HttpProber(timeout_s=5)
         try:
-            request = ProbeRequest(figures_of="r2", signatures_of=("r1", "r2"))
+            target = ("affine", int(port))
+            request = ProbeRequest(
+                figures_of="r2", signatures_of=("r1", "r2"), targets={"r1": target, "r2": target}
+            )
             pods = [pod(host, "r2"), pod(host, "r1"), pod("10.244.0.99", "r1", ready=False)]
-            first = await prober.probe(("ns", "m"), request, pods, port=int(port), model="affine")
+            first = await prober.probe(("ns", "m"), request, pods)
             # Signatures are remembered per revision: the second read needs no pod.
-            second = await prober.probe(("ns", "m"), request, [], port=int(port), model="affine")
+            second = await prober.probe(("ns", "m"), request, [])
             return first, second
         finally:
             await prober.close()
@@ -96,11 +99,9 @@ def test_http_prober_leaves_out_what_does_not_answer() -> None:
     async def read() -> Any:
         prober = HttpProber(timeout_s=0.5)
         try:
-            request = ProbeRequest(figures_of="r", signatures_of=("r",))
             # Nothing listens on this loopback port.
-            return await prober.probe(
-                ("ns", "m"), request, [pod("127.0.0.1", "r")], port=9, model="m"
-            )
+            request = ProbeRequest(figures_of="r", signatures_of=("r",), targets={"r": ("m", 9)})
+            return await prober.probe(("ns", "m"), request, [pod("127.0.0.1", "r")])
         finally:
             await prober.close()
 
@@ -125,13 +126,8 @@ def test_a_changed_model_json_is_a_changed_signature(
         prober = HttpProber(timeout_s=5)
         host, port = servers[revision].http_url.split(":")
         try:
-            probes = await prober.probe(
-                ("ns", "m"),
-                ProbeRequest(signatures_of=(revision,)),
-                [pod(host, revision)],
-                port=int(port),
-                model="m",
-            )
+            request = ProbeRequest(signatures_of=(revision,), targets={revision: ("m", int(port))})
+            probes = await prober.probe(("ns", "m"), request, [pod(host, revision)])
             return probes.signatures.get(revision)
         finally:
             await prober.close()
