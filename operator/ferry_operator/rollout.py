@@ -25,10 +25,13 @@ rewritten. The reconcile only carries out these decisions.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import ValidationError
 
 from ferry_operator import constants
 from ferry_operator.analysis import Figures, Signature, judge, signature_change
@@ -43,6 +46,7 @@ from ferry_operator.render.revision import (
     revision_deployment_name,
     revision_hash,
     revision_template,
+    with_template,
 )
 from ferry_operator.spec import ModelDeployment
 from ferry_operator.status import (
@@ -189,6 +193,25 @@ class RolloutInput:
         return revision_hash(self.template)
 
 
+def _renderable(md: ModelDeployment, live: LiveDeployment) -> LiveDeployment:
+    """``live`` without the templates that no longer make a valid spec (an annotation edited
+    by hand, or written by an operator version whose API differed): such a Deployment is left
+    as it is rather than rendered from a guess."""
+
+    def valid(template: Template | None) -> Template | None:
+        if template is None:
+            return None
+        try:
+            with_template(md, template)
+        except ValidationError:
+            return None
+        return template
+
+    return dataclasses.replace(
+        live, template=valid(live.template), rollback_template=valid(live.rollback_template)
+    )
+
+
 def rollout_input(
     md: ModelDeployment,
     options: RenderOptions,
@@ -201,7 +224,7 @@ def rollout_input(
     """The planner's input from what the reconcile sees (children of every kind, pods and the
     ModelDeployment's status); probes are added once read."""
     deployments = tuple(
-        LiveDeployment.from_snapshot(child)
+        _renderable(md, LiveDeployment.from_snapshot(child))
         for child in children
         if child.get("kind") == "Deployment"
         and not (child.get("metadata") or {}).get("deletionTimestamp")

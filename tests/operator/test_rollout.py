@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from ferry_operator import constants
 from ferry_operator.analysis import Figures, Signature
-from ferry_operator.render import RenderOptions
+from ferry_operator.observed import trim_child
+from ferry_operator.render import RenderOptions, render_children
 from ferry_operator.render.revision import revision_hash, revision_template
 from ferry_operator.rollout import (
     LiveDeployment,
@@ -19,6 +20,7 @@ from ferry_operator.rollout import (
     plan_rollout,
     probe_request,
     ready_share,
+    rollout_input,
 )
 from ferry_operator.spec import ModelDeployment, parse_model_deployment
 
@@ -556,3 +558,36 @@ def test_history_keeps_ten_revisions_newest_first() -> None:
     assert len(names) == 10
     assert names[0] == rev(model("11", strategy="RollingUpdate"))
     assert [r["outcome"] for r in previous["revisions"]] == ["Serving"] + ["Superseded"] * 9
+
+
+def _snapshot(md: ModelDeployment, **status: Any) -> dict[str, Any]:
+    """The rendered Deployment of ``md`` as the operator's index keeps it."""
+    [deployment] = [c for c in render_children(md, OPTIONS) if c["kind"] == "Deployment"]
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {"observedGeneration": 1, **status}
+    return trim_child(deployment)
+
+
+def test_rollout_input_reads_the_live_deployments() -> None:
+    md = model(strategy="RollingUpdate")
+    snapshot = _snapshot(md, replicas=4, readyReplicas=4, updatedReplicas=4, availableReplicas=4)
+    inputs = rollout_input(md, OPTIONS, [snapshot], [], status={}, now=T0)
+    [deployment] = inputs.deployments
+    assert deployment == live(md)
+    assert inputs.revision == rev(md)
+
+
+def test_a_template_that_no_longer_parses_is_left_alone() -> None:
+    old, new = model("1"), model("2")
+    snapshot = _snapshot(old, replicas=4, readyReplicas=4, updatedReplicas=4, availableReplicas=4)
+    annotations = snapshot["metadata"]["annotations"]
+    annotations[constants.TEMPLATE_ANNOTATION] = '{"model": {"uri": "ftp://nowhere"}}'
+    inputs = rollout_input(new, OPTIONS, [snapshot], [], status={}, now=T0)
+    assert inputs.deployments[0].template is None
+    decision = plan_rollout(inputs)
+    # The canary runs beside it; the serving Deployment is kept as it is, never rendered from
+    # the bad template (and never pruned while it serves).
+    assert [(d.name, d.revision) for d in decision.layout.deployments] == [
+        (f"mlp-{rev(new)}", rev(new))
+    ]
+    assert decision.keep == {"mlp"}
