@@ -26,7 +26,7 @@ from ferry_operator.analysis import (
     Figures,
     Signature,
 )
-from ferry_operator.rollout import ProbeRequest, Probes
+from ferry_operator.rollout_observed import ProbeRequest, Probes
 
 logger = logging.getLogger(__name__)
 

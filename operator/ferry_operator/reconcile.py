@@ -44,7 +44,8 @@ from ferry_operator.probes import Prober
 from ferry_operator.render import CHILD_KINDS, Layout, RenderError, RenderOptions, render_children
 from ferry_operator.render.names import label_value
 from ferry_operator.render.revision import revision_hash
-from ferry_operator.rollout import RolloutDecision, plan_rollout, probe_request, rollout_input
+from ferry_operator.rollout import RolloutDecision, plan_rollout, probe_request
+from ferry_operator.rollout_observed import rollout_input
 from ferry_operator.spec import ModelDeployment, SpecError, parse_model_deployment
 from ferry_operator.status import Observation, compute_status, desired_facts, status_changed
 

@@ -15,7 +15,7 @@ from typing import Any
 from ferry_operator import constants
 from ferry_operator.analysis import Figures, Signature
 from ferry_operator.probes import serving_pods
-from ferry_operator.rollout import ProbeRequest, Probes
+from ferry_operator.rollout_observed import ProbeRequest, Probes
 
 MD = f"{constants.GROUP}/{constants.VERSION}/{constants.PLURAL}"
 DEPLOYMENTS = "apps/v1/deployments"

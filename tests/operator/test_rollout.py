@@ -12,16 +12,13 @@ from ferry_operator.observed import trim_child
 from ferry_operator.render import RenderOptions, render_children
 from ferry_operator.render.revision import revision_hash, revision_template
 from ferry_operator.rollout import (
-    LiveDeployment,
-    Probes,
     RolloutDecision,
-    RolloutInput,
     canary_replicas,
     plan_rollout,
     probe_request,
     ready_share,
-    rollout_input,
 )
+from ferry_operator.rollout_observed import LiveDeployment, Probes, RolloutInput, rollout_input
 from ferry_operator.spec import ModelDeployment, parse_model_deployment
 
 OPTIONS = RenderOptions(runtime_image="registry.test/ferry-runtime:1")

@@ -14,7 +14,7 @@ import numpy as np
 from ferry_operator import constants
 from ferry_operator.analysis import Signature, signature_change
 from ferry_operator.probes import HttpProber, parse_figures
-from ferry_operator.rollout import ProbeRequest
+from ferry_operator.rollout_observed import ProbeRequest
 from ferry_runtime.metrics import Metrics
 from runtime_helpers import RunningServer
 
