@@ -44,6 +44,7 @@ from ferry_operator.probes import Prober
 from ferry_operator.render import CHILD_KINDS, Layout, RenderError, RenderOptions, render_children
 from ferry_operator.render.names import label_value
 from ferry_operator.render.revision import revision_hash
+from ferry_operator.render.routes import GATEWAY_GROUP
 from ferry_operator.rollout import RolloutDecision, plan_rollout, probe_request
 from ferry_operator.rollout_observed import rollout_input
 from ferry_operator.spec import ModelDeployment, SpecError, parse_model_deployment
@@ -52,6 +53,8 @@ from ferry_operator.status import Observation, compute_status, desired_facts, st
 logger = logging.getLogger(__name__)
 
 INVALID_SPEC = "InvalidSpec"
+GATEWAY_API_UNAVAILABLE = "GatewayAPIUnavailable"
+GATEWAY_RECHECK_S = 60.0
 APPLY_FAILED = "ApplyFailed"
 MANAGED_KINDS = frozenset(kind.kind for kind in CHILD_KINDS)
 
@@ -366,6 +369,9 @@ class Writer(Protocol):
     async def post_event(self, event: Mapping[str, Any]) -> None:
         """Create a core/v1 Event."""
 
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``api_version`` (discovery)."""
+
 
 class RepairGuard:
     """At most one drift repair per child per ``cooldown_s``.
@@ -469,6 +475,9 @@ async def reconcile(
         owner, children, pods, options, now=now(), memo=memo, prober=prober
     )
     decided = _held_back(plan(owner, children, options, memo, decision), guard, outcome)
+    if decided.blocked is None and (missing := await _gateway_refusal(decided.md, writer)):
+        decided = Plan(md=decided.md, blocked=missing, deployment=decided.deployment)
+        outcome.requeue_after = GATEWAY_RECHECK_S  # the Gateway API may be installed later
     blocked, refusal = decided.blocked, None
     deployment = decided.deployment
 
@@ -531,6 +540,27 @@ async def reconcile(
     if refusal is not None and blocked is not None:
         raise RetryLater(blocked, refusal)
     return outcome
+
+
+async def _gateway_refusal(md: ModelDeployment | None, writer: Writer) -> Blocked | None:
+    """Why a spec naming a Gateway cannot be served here: the Gateway API's routes are not
+    installed. ``None`` when no Gateway is named or the routes are served."""
+    gateway = md.spec.rollout.gateway if md is not None else None
+    if gateway is None:
+        return None
+    missing = [
+        f"{kind.kind} ({kind.api_version})"
+        for kind in CHILD_KINDS
+        if kind.group == GATEWAY_GROUP and not await writer.serves(kind.api_version, kind.plural)
+    ]
+    if not missing:
+        return None
+    return Blocked(
+        GATEWAY_API_UNAVAILABLE,
+        f"spec.rollout.gateway names Gateway {gateway.name!r}, but this cluster does not serve "
+        f"{' and '.join(missing)}: install the Gateway API CRDs and a Gateway implementation, "
+        "or remove spec.rollout.gateway to split traffic by ready replicas",
+    )
 
 
 async def decide_rollout(

@@ -36,6 +36,7 @@ from ferry_operator.render.names import child_name
 from ferry_operator.render.revision import (
     Layout,
     RevisionDeployment,
+    RouteBackend,
     Template,
     revision_deployment_name,
     revision_hash,
@@ -188,6 +189,8 @@ class _Draft:
     notices: list[Notice] = field(default_factory=list)
     requeue_after: float | None = None
     keep: set[str] = field(default_factory=set)
+    canary_weight: int | None = None
+    """Route weight of the current revision beside the stable one (with a Gateway)."""
 
     @property
     def autoscaled(self) -> bool:
@@ -215,11 +218,27 @@ class _Draft:
             RevisionDeployment(name, revision, template, replicas, track, rollback)
         )
 
+    def routes(self) -> tuple[RouteBackend, ...]:
+        """Each rendered revision's route weight (only with a Gateway)."""
+        if self.inp.md.spec.rollout.gateway is None:
+            return ()
+        revisions = [d.revision for d in self.deployments]
+        if len(revisions) == 1 or self.canary_weight is None:
+            return tuple(RouteBackend(r, 100 // len(revisions)) for r in revisions)
+        current = self.inp.revision
+        return tuple(
+            RouteBackend(r, self.canary_weight if r == current else 100 - self.canary_weight)
+            for r in revisions
+        )
+
     def decision(self) -> RolloutDecision:
         names = [d.name for d in self.deployments]
         target = self.hpa_target or (names[0] if names else child_name(self.inp.md))
+        layout = Layout(
+            deployments=tuple(self.deployments), hpa_target=target, routes=self.routes()
+        )
         return RolloutDecision(
-            layout=Layout(deployments=tuple(self.deployments), hpa_target=target),
+            layout=layout,
             main=self.main,
             rollout={key: value for key, value in self.state.items() if value is not None},
             revisions=self.history.records,
@@ -357,6 +376,7 @@ def _canary(draft: _Draft, stable: LiveDeployment, previous: Mapping[str, Any]) 
         if canary is not None:
             draft.run(canary, canary_name, revision, inp.template, 0)
         state["weight"] = 0
+        draft.canary_weight = 0
         _report_aborted(draft, aborted)
         return
 
@@ -367,11 +387,15 @@ def _canary(draft: _Draft, stable: LiveDeployment, previous: Mapping[str, Any]) 
     if canary_ready:
         history.served(revision, now)
 
-    def finish(canary_target: int, stable_target: int | None, traffic: int) -> None:
+    def finish(
+        canary_target: int, stable_target: int | None, traffic: int, weight: int = 0
+    ) -> None:
         draft.run(stable, stable.name, stable_revision, stable.template, stable_target)
         draft.run(canary, canary_name, revision, inp.template, canary_target)
         state["weight"] = ready_share(traffic, stable.ready)
         state["step"] = step
+        # Through a Gateway the canary gets the step's exact weight, once a pod of it serves.
+        draft.canary_weight = weight if traffic > 0 else 0
         draft.requeue_after = POLL_SECONDS
 
     problem = stuck(canary, inp.pods)
@@ -419,7 +443,7 @@ def _canary(draft: _Draft, stable: LiveDeployment, previous: Mapping[str, Any]) 
         draft.report = Report(
             CANARY_IN_PROGRESS, state["message"], progressing=True, degraded=False
         )
-        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic)
+        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic, weight)
         return
 
     started_text = mine.get("stepStartedAt") if mine.get("step") == step else None
@@ -449,7 +473,7 @@ def _canary(draft: _Draft, stable: LiveDeployment, previous: Mapping[str, Any]) 
             return
         state.update(phase="Paused", message=message)
         draft.report = Report(ANALYSIS_FAILED, message, progressing=True, degraded=True)
-        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic)
+        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic, weight)
         return
     if judgement.verdict == "wait":
         paused = elapsed >= steps[step - 1].pause_seconds
@@ -458,7 +482,7 @@ def _canary(draft: _Draft, stable: LiveDeployment, previous: Mapping[str, Any]) 
         )
         reason = CANARY_PAUSED if paused else CANARY_IN_PROGRESS
         draft.report = Report(reason, state["message"], progressing=True, degraded=False)
-        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic)
+        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic, weight)
         return
     draft.notices.append(Notice("Normal", CANARY_STEP, f"{where} passed: {judgement.message}"))
     if step < len(steps):
@@ -474,7 +498,7 @@ def _canary(draft: _Draft, stable: LiveDeployment, previous: Mapping[str, Any]) 
         draft.report = Report(
             CANARY_IN_PROGRESS, state["message"], progressing=True, degraded=False
         )
-        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic)
+        finish(canary_target, _stable_target(stable_goal, total, traffic, shrink), traffic, weight)
         return
     _promote(draft, stable, canary=canary, canary_name=canary_name, total=total, traffic=traffic)
 
@@ -522,6 +546,7 @@ def _promote(
     draft.run(stable, stable.name, str(stable.revision), stable.template, stable_target)
     draft.run(canary, canary_name, revision, inp.template, total)
     state["weight"] = ready_share(traffic, stable.ready)
+    draft.canary_weight = state["weight"]
     state["message"] = f"promoting revision {revision}: {traffic} of {total} replicas ready"
     draft.report = Report(ROLLOUT_PROMOTING, state["message"], progressing=True, degraded=False)
     draft.requeue_after = POLL_SECONDS

@@ -523,6 +523,24 @@ class Analysis(ApiModel):
     keep the step waiting (Paused). Error rate and latency are judged once this many arrived."""
 
 
+class GatewayRef(ApiModel):
+    """The Gateway (Gateway API) that routes to the model with exact weights per revision."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Gateway name."""
+
+    namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """Gateway namespace; defaults to the ModelDeployment's."""
+
+    http_section_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL)
+    """Listener of the Gateway the HTTPRoute (REST) attaches to; unset: every listener that
+    admits it."""
+
+    grpc_section_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL)
+    """Listener of the Gateway the GRPCRoute attaches to. Gateway API forbids an HTTPRoute and
+    a GRPCRoute on the same listener and hostname: name two listeners."""
+
+
 class Rollout(ApiModel):
     """How a new revision (a changed pod template: model, image, runtime settings) replaces the
     serving one."""
@@ -573,6 +591,12 @@ class Rollout(ApiModel):
     """Stop a failing rollout and send all traffic back to the serving revision: a canary that
     breaks its analysis, or a new revision whose pods never become ready. The spec is never
     rewritten: the stopped revision stays aborted until the spec changes again."""
+
+    gateway: GatewayRef | None = None
+    """Route through this Gateway with exact weights: Ferry adds a Service per revision and an
+    HTTPRoute and a GRPCRoute whose backends are weighted by the canary step. Needs the Gateway
+    API (gateway.networking.k8s.io/v1) in the cluster; without it the ModelDeployment is
+    refused with reason GatewayAPIUnavailable. Unset: the traffic splits by ready replicas."""
 
     allow_signature_change: bool = False
     """Let a Canary rollout go ahead when the new model's inputs or outputs (names,

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import kmock
 from ferry_operator import constants
 from ferry_operator.analysis import Figures, Signature
 from ferry_operator.probes import serving_pods
@@ -286,3 +287,48 @@ async def test_a_rolling_update_that_never_gets_ready_is_rolled_back(kube: Any) 
             (good, "Serving"),
         ]
         assert kube.object(MD, "default", "mlp")["spec"]["model"]["version"] == "2"
+
+
+def gateway_example(kube: Any) -> dict[str, Any]:
+    body = kube.example()
+    body["spec"]["rollout"] = {"gateway": {"name": "edge", "namespace": "gateways"}}
+    return body
+
+
+async def test_a_gateway_without_the_gateway_api_is_refused_clearly(kube: Any) -> None:
+    async with kube.operator():
+        await kube.create_md(gateway_example(kube))
+        await kube.wait_for(
+            lambda: condition(kube, "Ready").get("reason") == "GatewayAPIUnavailable"
+        )
+    ready = condition(kube, "Ready")
+    assert ready["status"] == "False"
+    assert "Gateway 'edge'" in ready["message"]
+    assert "HTTPRoute (gateway.networking.k8s.io/v1)" in ready["message"]
+    assert condition(kube, "Stalled")["status"] == "True"
+    assert kube.names(DEPLOYMENTS) == []  # nothing applied for a spec that cannot be served
+    events = [kube.object(EVENTS, "default", n) for n in kube.names(EVENTS)]
+    assert [e["reason"] for e in events if e] == ["GatewayAPIUnavailable"]
+
+
+async def test_with_the_gateway_api_routes_and_revision_services_are_applied(kube: Any) -> None:
+    for plural, kind in (("httproutes", "HTTPRoute"), ("grpcroutes", "GRPCRoute")):
+        kube.server.resources[f"gateway.networking.k8s.io/v1/{plural}"] = kmock.ResourceInfo(
+            kind=kind, namespaced=True, verbs={"list", "watch"}
+        )
+    async with kube.operator():
+        await kube.create_md(gateway_example(kube))
+        await kube.wait_for(
+            lambda: (
+                kube.object("gateway.networking.k8s.io/v1/grpcroutes", "default", "mlp") is not None
+            )
+        )
+        await kube.wait_for(lambda: "currentRevision" in status_of(kube).get("rollout", {}))
+        revision = status_of(kube)["rollout"]["currentRevision"]
+    route = kube.object("gateway.networking.k8s.io/v1/httproutes", "default", "mlp")
+    assert route["spec"]["parentRefs"][0]["name"] == "edge"
+    [backend] = route["spec"]["rules"][0]["backendRefs"]
+    assert backend["weight"] == 100
+    assert backend["name"] == f"mlp-{revision}"
+    service = kube.object("v1/services", "default", backend["name"])
+    assert service["spec"]["selector"][constants.LABEL_REVISION] == revision

@@ -85,12 +85,20 @@ def test_minimal_spec_renders_deployment_and_service_in_order() -> None:
     ]
 
 
-def test_full_spec_renders_all_four_kinds_in_child_kinds_order() -> None:
+def test_full_spec_renders_every_kind_in_child_kinds_order() -> None:
     children = render_children(
-        make_md({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}), OPTIONS
+        make_md(
+            {
+                "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
+                "rollout": {"gateway": {"name": "edge"}},
+            }
+        ),
+        OPTIONS,
     )
     rendered = [(c["apiVersion"], c["kind"]) for c in children]
-    assert rendered == [(kind.api_version, kind.kind) for kind in CHILD_KINDS]
+    # The Service of the revision (a route backend) follows the HPA and PDB.
+    kinds = [(kind.api_version, kind.kind) for kind in CHILD_KINDS]
+    assert rendered == [*kinds[:4], ("v1", "Service"), *kinds[4:]]
 
 
 def test_child_kinds_are_distinct_and_plural() -> None:
@@ -99,7 +107,13 @@ def test_child_kinds_are_distinct_and_plural() -> None:
         api_version, name, plural = kind  # unpacks as a tuple too
         assert plural == name.lower() + "s"
         assert kind.version == api_version.rpartition("/")[2]
-    assert {k.group for k in CHILD_KINDS} == {"apps", "", "autoscaling", "policy"}
+    assert {k.group for k in CHILD_KINDS} == {
+        "apps",
+        "",
+        "autoscaling",
+        "policy",
+        "gateway.networking.k8s.io",
+    }
 
 
 @pytest.mark.parametrize(

@@ -588,3 +588,36 @@ def test_a_template_that_no_longer_parses_is_left_alone() -> None:
         (f"mlp-{rev(new)}", rev(new))
     ]
     assert decision.keep == {"mlp"}
+
+
+def routes(decision: RolloutDecision) -> dict[str, int]:
+    return {backend.revision: backend.weight for backend in decision.layout.routes}
+
+
+def test_through_a_gateway_the_canary_gets_the_exact_step_weight() -> None:
+    gateway = {"name": "edge"}
+    old, new = model("1", gateway=gateway), model("2", gateway=gateway)
+    earlier = status(plan(old, [live(old)]))
+    assert routes(plan(old, [live(old)])) == {rev(old): 100}
+    not_ready = live(new, f"mlp-{rev(new)}", replicas=1, ready=0, track=rev(new))
+    assert routes(plan(new, [live(old), not_ready], earlier)) == {rev(old): 100, rev(new): 0}
+    deployments, started = running_step(old, new, earlier)
+    sigs = {rev(old): SIG, rev(new): SIG}
+    running = plan(new, deployments, started, signatures=sigs, figures=GOOD)
+    assert routes(running) == {rev(old): 75, rev(new): 25}  # the step's weight, not 1 pod of 4
+    aborted = plan(new, deployments, started, signatures=sigs, figures=BROKEN)
+    assert routes(aborted) == {rev(old): 100, rev(new): 0}
+    done = [live(old, replicas=0), live(new, f"mlp-{rev(new)}", replicas=4, track=rev(new))]
+    promoting = {**started, "rollout": {**started["rollout"], "phase": "Promoting"}}
+    promoted = plan(new, done, promoting, signatures=sigs)
+    assert routes(promoted) == {rev(new): 100}
+    half = [
+        live(old, replicas=2),
+        live(new, f"mlp-{rev(new)}", replicas=4, ready=2, track=rev(new)),
+    ]
+    assert routes(plan(new, half, promoting, signatures=sigs)) == {rev(old): 50, rev(new): 50}
+
+
+def test_without_a_gateway_there_are_no_routes() -> None:
+    old, new, earlier = canary_start()
+    assert plan(new, [live(old)], earlier).layout.routes == ()

@@ -93,11 +93,21 @@ class RevisionDeployment:
 
 
 @dataclass(frozen=True)
+class RouteBackend:
+    """A revision's share of the traffic routed through the Gateway."""
+
+    revision: str
+    weight: int
+
+
+@dataclass(frozen=True)
 class Layout:
-    """Every model Deployment to render, and the one the HPA scales."""
+    """Every model Deployment to render, the one the HPA scales, and (with a Gateway) each
+    revision's route weight."""
 
     deployments: tuple[RevisionDeployment, ...]
     hpa_target: str
+    routes: tuple[RouteBackend, ...] = ()
 
 
 def single_layout(md: ModelDeployment, options: RenderOptions) -> Layout:
@@ -105,5 +115,7 @@ def single_layout(md: ModelDeployment, options: RenderOptions) -> Layout:
     template = revision_template(md, options)
     name = child_name(md)
     replicas = md.spec.replicas if md.spec.autoscaling is None else None
-    deployment = RevisionDeployment(name, revision_hash(template), template, replicas)
-    return Layout(deployments=(deployment,), hpa_target=name)
+    revision = revision_hash(template)
+    deployment = RevisionDeployment(name, revision, template, replicas)
+    routes = (RouteBackend(revision, 100),) if md.spec.rollout.gateway is not None else ()
+    return Layout(deployments=(deployment,), hpa_target=name, routes=routes)
