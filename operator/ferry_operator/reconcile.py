@@ -509,6 +509,11 @@ async def reconcile(
         deployment=deployment,
         pods=pods,
         expected_replicas=md.spec.replicas if md is not None and not autoscaled else None,
+        min_replicas=(
+            md.spec.autoscaling.min_replicas
+            if md is not None and md.spec.autoscaling is not None
+            else None
+        ),
         selector=facts.get("selector"),
         url=facts.get("url"),
         model=facts.get("model"),

@@ -80,6 +80,10 @@ class Observation:
     expected_replicas: int | None = None
     """``spec.replicas`` when Ferry sets them; ``None`` when an HPA owns the count."""
 
+    min_replicas: int | None = None
+    """``spec.autoscaling.minReplicas`` when an HPA owns the count: the Deployment starts at one
+    replica until the HPA's first sync raises it, and Ready must not be reported before."""
+
     selector: str | None = None
     """Label selector of the pods (the scale subresource's ``status.selector``)."""
 
@@ -272,7 +276,10 @@ def assess(observation: Observation) -> Verdict:
         message = f"waiting for the Deployment controller to observe {name!r}"
         return _in_progress(ROLLOUT_IN_PROGRESS, message)
 
-    desired = _desired_replicas(deployment, observation.expected_replicas)
+    desired = max(
+        _desired_replicas(deployment, observation.expected_replicas),
+        observation.min_replicas or 0,
+    )
     replicas = int(status.get("replicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
