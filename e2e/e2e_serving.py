@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,8 @@ from e2e_models import INPUT_NAME, OUTPUT_NAME, ModelVersion, sample_batch
 from e2e_reach import Reach
 
 APPLIED_HASH_ANNOTATION = "serving.ferry.dev/applied-hash"
+TEMPLATE_ANNOTATION = "serving.ferry.dev/template"
+"""On Deployments: the revision's template (docs/rollouts.md)."""
 """The one annotation Ferry writes on its children: the digest of the manifest it applied, which
 lets a resync skip unchanged children without a request."""
 
@@ -70,10 +73,11 @@ def no_children_left(kube: Kube, namespace: str, name: str) -> bool:
     return not live_children(kube, namespace, name)
 
 
-def check_child(child: Any, md: Mapping[str, Any]) -> None:
+def check_child(child: Any, md: Mapping[str, Any], kind: str) -> None:
     """Owned by the ModelDeployment (controller reference, so GC collects it), labelled,
-    written with server-side apply by Ferry's field manager, carrying Ferry's applied-hash and
-    no other annotation of Ferry's or Kopf's (no bookkeeping of Kopf's, under either prefix)."""
+    written with server-side apply by Ferry's field manager, carrying Ferry's applied-hash (and,
+    on a Deployment, the template of the revision it runs) and no other annotation of Ferry's or
+    Kopf's (no bookkeeping of Kopf's, under either prefix)."""
     metadata = child.metadata
     owners = [o for o in metadata.owner_references or () if o.controller]
     assert [(o.kind, o.name, o.uid) for o in owners] == [
@@ -86,7 +90,11 @@ def check_child(child: Any, md: Mapping[str, Any]) -> None:
     assert (FIELD_MANAGER, "Apply") in managers, managers
     annotations = metadata.annotations or {}
     ours = {key for key in annotations if key.startswith("serving.ferry.dev/")}
-    assert ours == {APPLIED_HASH_ANNOTATION}, (metadata.name, sorted(ours))
+    expected = {APPLIED_HASH_ANNOTATION}
+    if kind == "Deployment":
+        expected.add(TEMPLATE_ANNOTATION)
+        assert json.loads(annotations[TEMPLATE_ANNOTATION])["model"]["uri"]
+    assert ours == expected, (metadata.name, sorted(ours))
     assert len(annotations[APPLIED_HASH_ANNOTATION]) == 32, annotations[APPLIED_HASH_ANNOTATION]
     kopf = [key for key in annotations if key.startswith("kopf.zalando.org/")]
     assert kopf == [], (metadata.name, kopf)

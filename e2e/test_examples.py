@@ -113,9 +113,9 @@ def test_children_are_the_rendered_ones_owned_and_applied_by_ferry(
         return found == expected
 
     wait_for(applied, timeout=30, what=f"children {sorted(expected)} of {case.name}")
-    for items in live_children(kube, ns, case.name).values():
+    for kind, items in live_children(kube, ns, case.name).items():
         for child in items:
-            check_child(child, md)
+            check_child(child, md, kind)
 
     deployment = kube.apps.read_namespaced_deployment(case.name, ns)
     rendered_deployment = next(c for c in rendered if c["kind"] == "Deployment")
