@@ -94,7 +94,9 @@ def faulty_store(
     faulty = faulty_version(tmp_path_factory.mktemp("faulty"))
     kube.apply([_renamed(m) for m in model_store(ns, settings.runtime_image, [faulty])])
     wait_for(
-        lambda: kube.apps.read_namespaced_deployment(STORE, ns).status.ready_replicas,
+        lambda: getattr(
+            kube.apps.read_namespaced_deployment(STORE, ns).status, "ready_replicas", 0
+        ),
         timeout=settings.timeout,
         what="the faulty model's store to serve",
     )
@@ -159,7 +161,7 @@ def events(kube: Kube, ns: str) -> list[tuple[str, str, str]]:
     found = kube.core.list_namespaced_event(
         ns, field_selector=f"involvedObject.name={NAME},involvedObject.kind=ModelDeployment"
     ).items
-    return [(e.type, e.reason, e.message or "") for e in found]
+    return [(str(e.type), str(e.reason), e.message or "") for e in found]
 
 
 def printed(kube: Kube, ns: str) -> dict[str, str]:
