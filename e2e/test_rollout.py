@@ -356,16 +356,20 @@ def test_a_never_ready_canary_gets_no_traffic_and_is_rolled_back(
             "sha256": models["1"].sha256,
         }
     )
+    before = rollout(kube, ns)["currentRevision"]  # the revision aborted just before
     with start_load(
         kube, reach, settings, ns, load_plan(settings, None), pod_name="never-load"
     ) as load:
         load.wait_sending()
         kube.patch_md(ns, NAME, {"spec": {"model": broken}})
+
+        def rolled_back() -> bool:
+            state = rollout(kube, ns)
+            mine = state.get("currentRevision") not in (before, stable)
+            return mine and state.get("phase") == "Aborted"
+
         wait_for(
-            lambda: (
-                rollout(kube, ns).get("phase") == "Aborted"
-                and rollout(kube, ns).get("currentRevision") != stable
-            ),
+            rolled_back,
             timeout=settings.timeout,
             what="the never-ready canary to be rolled back",
             details=lambda: kube.describe(ns, NAME),
