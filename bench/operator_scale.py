@@ -93,6 +93,9 @@ class Options:
     slow_latency_s: float | None = None
     """Set on the slow run itself: the proxy's added latency."""
     cleanup_wait_s: float = 600.0
+    wait_all_ready: bool = True
+    """Before the resume, wait until every status says Ready (needs a Deployment controller,
+    which a test double without one never runs)."""
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -238,12 +241,20 @@ class Convergence:
         self.count = count
         self.pending: dict[str, bool] = {}
         """name -> status.observedGeneration == metadata.generation"""
+        self.ready: set[str] = set()
+        """Names whose status says Ready=True for the current generation (for zero replicas:
+        once the Deployment controller has observed the Deployment)."""
+        self.all_ready = asyncio.Event()
+        self.ready_at: float | None = None
         self.children: dict[str, set[str]] = {"Deployment": set(), "Service": set()}
         self.done = asyncio.Event()
         self.converged_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def _check(self) -> None:
+        if self.ready_at is None and len(self.ready) >= self.count:
+            self.ready_at = time.monotonic()
+            self.all_ready.set()
         if self.converged_at is not None or len(self.pending) < self.count:
             return
         names = set(self.pending)
@@ -259,9 +270,19 @@ class Convergence:
         if kind == constants.KIND:
             if event == "DELETED":
                 self.pending.pop(name, None)
+                self.ready.discard(name)
             else:
-                observed = (item.get("status") or {}).get("observedGeneration")
-                self.pending[name] = observed == metadata.get("generation")
+                status = item.get("status") or {}
+                current = status.get("observedGeneration") == metadata.get("generation")
+                self.pending[name] = current
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or ()
+                )
+                if current and ready:
+                    self.ready.add(name)
+                else:
+                    self.ready.discard(name)
         elif event == "DELETED":
             self.children[kind].discard(name)
         else:
@@ -364,6 +385,9 @@ async def _operate(
             "requests": stats.total,
             "writes": stats.writes,
             "by_verb": dict(stats.by_verb),
+            "last_writes": [
+                f"{method} {path}" for method, path, _ in stats.recent if method != "GET"
+            ][-10:],
             "processed": controller.queue.processed,
             "depth": controller.queue.depth,
             "active": controller.queue.active,
@@ -508,7 +532,7 @@ class SlowApiServer:
         self.throttled = 0
         self.early_retries = 0
         self._blocked_until: dict[tuple[str, str], float] = {}
-        self._runner: aiohttp.web.AppRunner | None = None
+        self._runner: aiohttp.web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
 
@@ -519,7 +543,7 @@ class SlowApiServer:
             auto_decompress=False,
         )
         server = aiohttp.web.Server(self._handle)
-        self._runner = aiohttp.web.AppRunner(server, handle_signals=False)
+        self._runner = aiohttp.web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -672,6 +696,7 @@ async def run_benchmark(options: Options) -> dict[str, Any]:
         first = OperatorProcess(operator_kubeconfig, options)
         try:
             baseline = await first.settled(options.timeout_s)
+            idle_rss = first.peak_rss_mib()
             slow_baseline = slow.snapshot() if slow else None
             started = time.monotonic()
             await create_all(client, options)
@@ -686,6 +711,11 @@ async def run_benchmark(options: Options) -> dict[str, Any]:
                 ) from None
             assert convergence.converged_at is not None
             at_convergence = await first.settled(options.timeout_s)
+            # The resume below must meet an unchanged world: wait until every status is final
+            # (the Deployment controller has observed each Deployment and Ferry reported Ready).
+            if options.wait_all_ready:
+                await asyncio.wait_for(convergence.all_ready.wait(), options.timeout_s)
+                await first.settled(options.timeout_s)
             peak_rss = first.peak_rss_mib()
         finally:
             await convergence.stop()
@@ -723,6 +753,9 @@ async def run_benchmark(options: Options) -> dict[str, Any]:
         "converge_seconds": round(convergence.converged_at - started, 3),
         "converge_after_last_create_seconds": round(after_last, 3),
         "converge_target_seconds": target_s,
+        "all_ready_after_last_create_seconds": (
+            round(convergence.ready_at - created, 3) if convergence.ready_at is not None else None
+        ),
         "operator_requests": requests,
         "operator_writes": writes,
         "requests_per_object": round(requests / options.count, 3),
@@ -731,8 +764,11 @@ async def run_benchmark(options: Options) -> dict[str, Any]:
         "requests_by_verb": _difference(at_convergence["by_verb"], baseline["by_verb"]),
         "resume_requests": resumed["requests"],
         "resume_writes": resume_writes,
+        "resume_requests_by_verb": resumed["by_verb"],
+        "resume_last_writes": resumed["last_writes"],
         "peak_rss_mib": round(peak_rss, 1) if peak_rss is not None else None,
         "resume_peak_rss_mib": round(resume_rss, 1) if resume_rss is not None else None,
+        "idle_peak_rss_mib": round(idle_rss, 1) if idle_rss is not None else None,
         "targets": TARGETS,
     }
     if slow is not None and slow_baseline is not None:
@@ -827,11 +863,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     if len(runs) == 1:
         runs[0] = dataclasses.replace(runs[0], namespace=options.namespace)
-    everything: list[dict[str, Any]] = []
-    for run in runs:
-        results = asyncio.run(run_benchmark(run))
-        print(report(results), flush=True)
-        everything.append(results)
     if options.output is not None:
         output = options.output
     elif len(runs) == 1 and runs[0].slow_latency_s is None:
@@ -839,10 +870,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         output = RESULTS / "operator-scale.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    payload: Any = everything[0] if len(everything) == 1 else {"runs": everything}
-    output.write_text(json.dumps(payload, indent=2) + "\n")
+    everything: list[dict[str, Any]] = []
+    failed = False
+    for run in runs:
+        try:
+            results = asyncio.run(run_benchmark(run))
+        except (TimeoutError, RuntimeError, ApiError) as error:  # keep the other runs' figures
+            print(f"run of {run.count} objects failed: {error}", file=sys.stderr, flush=True)
+            failed = True
+            continue
+        print(report(results), flush=True)
+        everything.append(results)
+        payload: Any = everything[0] if len(runs) == 1 else {"runs": everything}
+        output.write_text(json.dumps(payload, indent=2) + "\n")  # after every run
     print(f"wrote {output}")
-    return 0 if all(all(r["meets_targets"].values()) for r in everything) else 1
+    return 0 if not failed and all(all(r["meets_targets"].values()) for r in everything) else 1
 
 
 if __name__ == "__main__":
