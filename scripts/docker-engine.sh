@@ -21,6 +21,17 @@ ferry_log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 ferry_engine_answers() { "$DOCKER" info >/dev/null 2>&1; }
 
+# ferry_without_fds FD... -- COMMAND...: run COMMAND with the listed descriptors closed.
+ferry_without_fds() {
+  local closing=()
+  while [ "$#" -gt 0 ] && [ "$1" != -- ]; do closing+=("$1"); shift; done
+  shift
+  (
+    for fd in "${closing[@]}"; do eval "exec $fd>&-"; done
+    exec "$@"
+  )
+}
+
 ferry_ensure_engine() {
   if ! command -v "$DOCKER" >/dev/null 2>&1; then
     ferry_log "no '$DOCKER' CLI; install one: apt-get install -y docker.io (or set DOCKER=podman)"
@@ -48,7 +59,15 @@ ferry_ensure_engine() {
   fi
   mkdir -p "$FERRY_DOCKER_ROOT" "$FERRY_DOCKER_RUN"
   ferry_log "starting a private dockerd (data root $FERRY_DOCKER_ROOT, socket $socket)"
-  setsid dockerd \
+  # dockerd outlives this script: it must not inherit any descriptor but stdio, above all not
+  # the one `flock /tmp/ferry-docker.lock ...` holds its lock on (the lock would never be freed).
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && FERRY_CLOSE_FDS="${FERRY_CLOSE_FDS:-} $fd"
+  done
+  # shellcheck disable=SC2086  # the list of descriptors to close, one word each
+  ferry_without_fds ${FERRY_CLOSE_FDS:-} -- setsid dockerd \
     --host "unix://$socket" \
     --data-root "$FERRY_DOCKER_ROOT" \
     --exec-root "$FERRY_DOCKER_RUN/exec" \
