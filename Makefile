@@ -39,6 +39,10 @@ bench: venv ## full runtime benchmark (Ferry vs raw torch, MLServer, TorchServe)
 bench-quick: venv ## short runtime benchmark (< 3 minutes)
 	$(BIN)/python bench/runtime/run.py --quick
 
+bench-operator: venv ## operator at 100/1,000/3,000 objects + a slow API server (a running cluster: ../shared/k8s/up)
+	$(BIN)/python bench/operator_scale.py --count 100 --count 1000 --count 3000 --slow 1000 \
+		--timeout 900 --kubeconfig $${FERRY_K8S_KUBECONFIG:-/tmp/ferry-k8s/kubeconfig}
+
 image: venv ## build ferry-runtime:dev and ferry-operator:dev with a local Docker engine
 	bash scripts/build-runtime-image.sh ferry-runtime:dev
 	bash scripts/build-operator-image.sh ferry-operator:dev

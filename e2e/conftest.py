@@ -435,15 +435,23 @@ def _beside_operator(kube: Kube, settings: Settings) -> Iterator[Operator]:
     args[liveness + 1] = f"http://127.0.0.1:{port}/healthz"  # loopback, not 0.0.0.0
     binary = Path(sys.executable).with_name("ferry-operator")
     command = [str(binary) if binary.exists() else "ferry-operator", *args]
+    env = _container_env(container)
+    metrics_url = None
+    if "FERRY_METRICS_PORT" in env:  # the chart's metrics endpoint, on loopback here
+        metrics_port = _free_port()
+        env |= {"FERRY_METRICS_PORT": str(metrics_port), "FERRY_METRICS_ADDRESS": "127.0.0.1"}
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ferry-e2e-beside-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "operator.kubeconfig"
     account = pod.service_account_name
     _service_account_kubeconfig(kube, RELEASE_NAMESPACE, account, kubeconfig)
     log_path = workdir / "operator.log"
-    operator = Operator("beside", log_path.read_text, (RELEASE_NAMESPACE, account))
+    operator = Operator(
+        "beside", log_path.read_text, (RELEASE_NAMESPACE, account), metrics_url=metrics_url
+    )
     try:
-        with _operator_here(command, _container_env(container), kubeconfig, log_path, port):
+        with _operator_here(command, env, kubeconfig, log_path, port):
             yield operator
     finally:
         if not existed:
@@ -476,12 +484,16 @@ def _local_operator(kube: Kube, ns: str, settings: Settings) -> Iterator[Operato
     binary = Path(sys.executable).with_name("ferry-operator")
     command = [str(binary) if binary.exists() else "ferry-operator", "run", "--standalone"]
     command += ["--namespace", ns, "--liveness", f"http://127.0.0.1:{port}/healthz"]
+    metrics_port = _free_port()
+    command += ["--metrics-port", str(metrics_port)]
     env = {
         "FERRY_RUNTIME_IMAGE": settings.runtime_image,
         "FERRY_LOG_FORMAT": "plain",
+        "FERRY_METRICS_ADDRESS": "127.0.0.1",
     }
     log_path = workdir / "operator.log"
-    operator = Operator("local", log_path.read_text, (ns, account))
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    operator = Operator("local", log_path.read_text, (ns, account), metrics_url=metrics_url)
     try:
         with _operator_here(command, env, kubeconfig, log_path, port):
             yield operator

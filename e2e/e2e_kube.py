@@ -248,6 +248,8 @@ class Operator:
     service_account: tuple[str, str]
     """(namespace, name) of the ServiceAccount whose RBAC the operator runs with."""
     started_at: float = field(default_factory=time.time)
+    metrics_url: str | None = None
+    """The operator's Prometheus /metrics, when the suite can reach it (it runs here)."""
 
     def logs(self) -> str:
         text: str = self.log_source()

@@ -4,6 +4,7 @@ failed request, then deleted with every child collected."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from e2e_load import LoadPlan, start_load
 from e2e_models import ModelVersion
 from e2e_reach import Reach
 from e2e_serving import infer_through_service, live_children, no_children_left
+from prometheus_client.parser import text_string_to_metric_families
 
 NAME = "mlp-lifecycle"
 LOADER = "rollout-load"
@@ -207,3 +209,23 @@ def test_deleting_it_collects_every_child(kube: Kube, ns: str, life: dict[str, A
         what=f"the garbage collector to remove every child of {NAME}",
         details=lambda: str(live_children(kube, ns, NAME)),
     )
+
+
+def test_operator_metrics_count_what_it_did(ferry: Operator) -> None:
+    """The operator's /metrics after the suite's work: reconciles that changed something, their
+    durations, and API requests by verb and code (patches answered 200 among them)."""
+    if ferry.metrics_url is None:
+        pytest.skip("the operator runs in a pod the suite does not scrape (chart mode)")
+    with urllib.request.urlopen(ferry.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    changed = samples["ferry_operator_reconciles_total", (("outcome", "changed"),)]
+    assert changed >= 10, samples  # every example and the lifecycle wrote children and status
+    assert samples["ferry_operator_reconcile_duration_seconds_count", ()] >= changed
+    assert samples["ferry_operator_api_requests_total", (("code", "200"), ("verb", "patch"))] > 0
+    assert samples["ferry_operator_api_requests_total", (("code", "200"), ("verb", "watch"))] > 0
+    assert ("ferry_operator_queue_depth", ()) in samples

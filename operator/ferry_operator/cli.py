@@ -31,6 +31,12 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port (default: FERRY_METRICS_PORT, else none)",
+    )
     render = commands.add_parser("render", help="print the manifests a ModelDeployment yields")
     render.add_argument("file", type=Path, help="ModelDeployment YAML file ('-' for stdin)")
     render.add_argument("--runtime-image", default=None, help="override the default runtime image")
@@ -57,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         standalone=args.standalone,
         liveness=args.liveness,
         require_peering=args.require_peering,
+        metrics_port=args.metrics_port,
     )
 
 

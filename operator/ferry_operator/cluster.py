@@ -248,8 +248,8 @@ class RequestStats:
         self.by_verb: collections.Counter[str] = collections.Counter()
         self.recent: collections.deque[tuple[str, str, str]] = collections.deque(maxlen=keep)
 
-    def record(self, method: str, url: str, content_type: str) -> None:
-        """Count one request."""
+    def record(self, method: str, url: str, content_type: str) -> str:
+        """Count one request; its Kubernetes verb (``discovery`` for ``/api``, ``/apis``...)."""
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         described = describe_request(method, parts.path, query, content_type)
@@ -259,6 +259,9 @@ class RequestStats:
         verb = described.verbs[0] if described else "other"
         self.by_verb[f"{verb} {described.resource if described else parts.path}"] += 1
         self.recent.append((method.upper(), parts.path, content_type))
+        if described is None and parts.path.startswith(("/api", "/openapi", "/version")):
+            return "discovery"
+        return verb
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, for logs and the benchmark."""
@@ -306,6 +309,8 @@ class Connection:
         self._refresh_interval_s = refresh_interval_s
         self.request_timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.stats = RequestStats()
+        self.on_response: Callable[[str, int | None], None] | None = None
+        """Called with (verb, HTTP status) after every request; status ``None``: no answer."""
         self._info: kopf.ConnectionInfo | None = None
         self._loaded_at = 0.0
         self._session: aiohttp.ClientSession | None = None
@@ -371,16 +376,32 @@ class Connection:
         if time.monotonic() - self._loaded_at >= self._refresh_interval_s:
             await self._refresh(force=False)
         content_type = request.headers.get("Content-Type", "")
-        self.stats.record(request.method, str(request.url), content_type)
+        verb = self.stats.record(request.method, str(request.url), content_type)
         request.headers.update(self.info.as_http_headers())
-        response: aiohttp.ClientResponse = await handler(request)
+        response = await self._send(handler, request, verb)
         if response.status == 401:
             # Rotated token, expired exec credentials: log in again, then try once more.
             await self._refresh(force=True)
             response.release()
             self.stats.record(request.method, str(request.url), content_type)
             request.headers.update(self.info.as_http_headers())
-            response = await handler(request)
+            response = await self._send(handler, request, verb)
+        return response
+
+    async def _send(
+        self,
+        handler: Callable[[aiohttp.ClientRequest], Any],
+        request: aiohttp.ClientRequest,
+        verb: str,
+    ) -> aiohttp.ClientResponse:
+        try:
+            response: aiohttp.ClientResponse = await handler(request)
+        except BaseException:
+            if self.on_response is not None:
+                self.on_response(verb, None)
+            raise
+        if self.on_response is not None:
+            self.on_response(verb, response.status)
         return response
 
     async def request(

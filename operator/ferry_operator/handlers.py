@@ -26,6 +26,7 @@ import os
 import random
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ import kopf
 from ferry_operator import constants
 from ferry_operator.cluster import Cluster, Connection, Login, default_login
 from ferry_operator.errors import ApiError, Backoff
+from ferry_operator.metrics import OperatorMetrics
 from ferry_operator.observed import (
     ClusterView,
     OwnerKey,
@@ -79,7 +81,12 @@ class Controller:
     """Ferry's state within one operator process: view, queue, writer, retry bookkeeping."""
 
     def __init__(
-        self, settings: OperatorSettings, connection: Connection, *, identity: str
+        self,
+        settings: OperatorSettings,
+        connection: Connection,
+        *,
+        identity: str,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.connection = connection
@@ -94,9 +101,23 @@ class Controller:
         self.prober = HttpProber()
         self.queue: WorkQueue[OwnerKey] = WorkQueue(self.process, concurrency=settings.workers)
         self.writes = 0
+        self.metrics = metrics or OperatorMetrics()
+        self.metrics.watch_queue(
+            lambda: self.queue.depth, lambda: self.queue.active, lambda: len(self.failures)
+        )
 
     async def process(self, key: OwnerKey) -> float | None:
         """Reconcile ``key`` once; the delay before a retry, or ``None`` when done."""
+        started = time.monotonic()
+        outcome = "retry"
+        try:
+            delay, outcome = await self._reconcile(key)
+        finally:
+            self.metrics.reconciled(outcome, time.monotonic() - started)
+        return delay
+
+    async def _reconcile(self, key: OwnerKey) -> tuple[float | None, str]:
+        """One pass: (delay before the next, outcome label for the metrics)."""
         try:
             outcome = await reconcile(
                 key,
@@ -110,9 +131,9 @@ class Controller:
                 prober=self.prober,
             )
         except RetryLater as refused:
-            return self._retry(key, refused.cause, refused.blocked.message)
+            return self._retry(key, refused.cause, refused.blocked.message), "retry"
         except ApiError as error:
-            return self._retry(key, error, str(error))
+            return self._retry(key, error, str(error)), "retry"
         self.failures.pop(key, None)
         self.writes += outcome.writes
         if outcome.applied or outcome.pruned:
@@ -124,7 +145,9 @@ class Controller:
             )
         if outcome.blocked is not None and outcome.status_written:
             logger.warning("%s/%s: %s: %s", *key, outcome.blocked.reason, outcome.blocked.message)
-        return outcome.requeue_after
+        if outcome.blocked is not None:
+            return outcome.requeue_after, "blocked"
+        return outcome.requeue_after, "changed" if outcome.writes else "unchanged"
 
     def _retry(self, key: OwnerKey, error: ApiError, message: str) -> float:
         attempt = self.failures.get(key, 0) + 1
@@ -302,7 +325,11 @@ class Operator:
         self.settings = settings
         self.identity = identity or instance_name()
         self.connection = Connection(login, request_timeout_s=settings.request_timeout_s)
-        self.controller = Controller(settings, self.connection, identity=self.identity)
+        self.metrics = OperatorMetrics()
+        self.connection.on_response = self.metrics.api_request
+        self.controller = Controller(
+            settings, self.connection, identity=self.identity, metrics=self.metrics
+        )
 
     async def run(
         self,
@@ -311,6 +338,11 @@ class Operator:
         ready_flag: asyncio.Event | None = None,
     ) -> None:
         """Run until ``stop_flag`` is set or SIGINT/SIGTERM arrives."""
+        stop_metrics = (
+            self.metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
+            if self.settings.metrics_port is not None
+            else None
+        )
         await self.connection.open()
         try:
             settings = self.settings = await self._settle_peering(self.settings)
@@ -327,6 +359,8 @@ class Operator:
             await self.controller.queue.stop()
             await self.controller.prober.close()
             await self.connection.close()
+            if stop_metrics is not None:
+                stop_metrics()
 
     async def _settle_peering(self, settings: OperatorSettings) -> OperatorSettings:
         """``settings`` as they run: with peering when its object exists or could be created,
@@ -375,6 +409,7 @@ def run_operator(
     liveness: str | None,
     *,
     require_peering: bool = False,
+    metrics_port: int | None = None,
     load_settings: Callable[[], OperatorSettings] = OperatorSettings,
 ) -> int:
     """``ferry-operator run``: load the settings, then run until stopped. Returns the exit code."""
@@ -384,6 +419,7 @@ def run_operator(
             standalone=standalone,
             require_peering=require_peering,
             liveness=liveness,
+            metrics_port=metrics_port,
         )
     except ValueError as error:  # pydantic's ValidationError: contradictory settings
         print(f"ferry-operator: invalid settings: {error}", file=sys.stderr)

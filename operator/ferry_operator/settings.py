@@ -63,6 +63,13 @@ class OperatorSettings(BaseSettings):
     liveness_endpoint: str | None = None
     """Kopf's liveness endpoint, e.g. ``http://0.0.0.0:8080/healthz``; ``--liveness`` sets it."""
 
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the Prometheus ``/metrics`` endpoint (``FERRY_METRICS_PORT``,
+    ``--metrics-port``); unset: none. The Helm chart sets 9090."""
+
+    metrics_address: str = Field(default="0.0.0.0", min_length=1)
+    """Address the ``/metrics`` endpoint listens on."""
+
     workers: int = Field(default=32, ge=1, le=1024)
     """ModelDeployments reconciled at the same time (each one is only ever reconciled by one
     worker at a time)."""
@@ -101,6 +108,7 @@ class OperatorSettings(BaseSettings):
         standalone: bool = False,
         require_peering: bool = False,
         liveness: str | None = None,
+        metrics_port: int | None = None,
     ) -> OperatorSettings:
         """These settings with the command-line flags applied (flags win over the env)."""
         changes: dict[str, Any] = {}
@@ -112,5 +120,7 @@ class OperatorSettings(BaseSettings):
             changes["require_peering"] = True
         if liveness is not None:
             changes["liveness_endpoint"] = liveness
+        if metrics_port is not None:
+            changes["metrics_port"] = metrics_port
         # Validated again: --standalone with FERRY_REQUIRE_PEERING is a contradiction.
         return self.model_validate({**self.model_dump(), **changes}) if changes else self

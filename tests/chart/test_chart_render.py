@@ -189,6 +189,17 @@ def test_names_and_labels_fit_63_characters_with_the_longest_release_name() -> N
                 assert len(value) <= 63, value
 
 
+def monitor_named(manifests: list[Any], suffix: str) -> Any:
+    """The ServiceMonitor whose name ends with ``-suffix`` (models or operator)."""
+    found = [
+        m
+        for m in of_kind(manifests, "ServiceMonitor")
+        if m["metadata"]["name"].endswith(f"-{suffix}")
+    ]
+    assert len(found) == 1, [m["metadata"]["name"] for m in of_kind(manifests, "ServiceMonitor")]
+    return found[0]
+
+
 def test_full_name_override_is_cut_to_63_characters() -> None:
     manifests = render(
         set_values=[f"fullnameOverride={'f' * 63}", "metrics.serviceMonitor.enabled=true"]
@@ -196,7 +207,7 @@ def test_full_name_override_is_cut_to_63_characters() -> None:
     names = {m["metadata"]["name"] for m in manifests}
     assert "f" * 63 in names
     assert all(len(name) <= 63 for name in names)
-    monitor = one(manifests, "ServiceMonitor")
+    monitor = monitor_named(manifests, "models")
     assert monitor["metadata"]["name"].endswith("-models")
 
 
@@ -345,7 +356,7 @@ def test_rbac_can_be_left_to_the_cluster_admin() -> None:
 
 
 def test_service_monitor_scrapes_every_ferry_model_server() -> None:
-    monitor = one(render(["servicemonitor.yaml"]), "ServiceMonitor")
+    monitor = monitor_named(render(["servicemonitor.yaml"]), "models")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["selector"]["matchLabels"] == {
@@ -358,7 +369,7 @@ def test_service_monitor_scrapes_every_ferry_model_server() -> None:
 
 
 def test_service_monitor_in_watched_namespaces_only() -> None:
-    monitor = one(render(["servicemonitor.yaml", "namespaced.yaml"]), "ServiceMonitor")
+    monitor = monitor_named(render(["servicemonitor.yaml", "namespaced.yaml"]), "models")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["models", "models-staging"]}
 
 
@@ -402,7 +413,7 @@ def test_service_monitor_matches_the_services_ferry_renders() -> None:
     example = yaml.safe_load((ROOT / "examples" / "modeldeployment.yaml").read_text())
     children = render_children(parse_model_deployment(example), RenderOptions(require_owner=False))
     service = next(child for child in children if child["kind"] == "Service")
-    monitor = one(render(["servicemonitor.yaml"]), "ServiceMonitor")
+    monitor = monitor_named(render(["servicemonitor.yaml"]), "models")
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     port_names = {port["name"] for port in service["spec"]["ports"]}
@@ -410,3 +421,23 @@ def test_service_monitor_matches_the_services_ferry_renders() -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == HTTP_PORT_NAME
     for label in monitor["spec"]["targetLabels"]:
         assert label in service["metadata"]["labels"]
+
+
+def test_operator_metrics_are_served_and_scraped() -> None:
+    manifests = render(["servicemonitor.yaml"])
+    container = operator_container(manifests)
+    assert container_env(container)["FERRY_METRICS_PORT"] == "9090"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == 9090
+    deployment = one(manifests, "Deployment")
+    service = next(s for s in of_kind(manifests, "Service") if s["metadata"]["name"] == RELEASE)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    scrape = monitor_named(manifests, "operator")
+    pods = deployment["spec"]["selector"]["matchLabels"]
+    assert scrape["spec"]["selector"]["matchLabels"] == pods
+    assert scrape["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert scrape["spec"]["endpoints"][0]["port"] == "metrics"
+    assert scrape["metadata"]["labels"]["release"] == "kube-prometheus-stack"
