@@ -59,7 +59,7 @@ from e2e_kube import (
     wait_for,
 )
 from e2e_manifests import model_store, namespace
-from e2e_models import ModelVersion, make_version
+from e2e_models import PT2_FORMATS, ModelVersion, make_version
 from e2e_reach import EndpointsReach, PortForwardReach, Reach
 from kubernetes import client
 
@@ -220,9 +220,23 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelVersion]:
 
 
 @pytest.fixture(scope="session")
-def store(kube: Kube, ns: str, settings: Settings, models: dict[str, ModelVersion]) -> str:
-    """The in-cluster model store serving both versions; returns its namespace."""
-    kube.apply(model_store(ns, settings.runtime_image, list(models.values())))
+def format_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelVersion]:
+    """Version "1" of the example model (the same weights) in each PyTorch 2 format."""
+    workdir = tmp_path_factory.mktemp("pt2-models")
+    return {fmt: make_version(workdir, "1", 0, fmt) for fmt in PT2_FORMATS}
+
+
+@pytest.fixture(scope="session")
+def store(
+    kube: Kube,
+    ns: str,
+    settings: Settings,
+    models: dict[str, ModelVersion],
+    format_models: dict[str, ModelVersion],
+) -> str:
+    """The in-cluster model store serving every version and format; returns its namespace."""
+    served = [*models.values(), *format_models.values()]
+    kube.apply(model_store(ns, settings.runtime_image, served))
     return ns
 
 

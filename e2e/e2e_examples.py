@@ -51,6 +51,10 @@ class ExampleCase:
         return str(self.body["spec"]["model"].get("name") or self.name)
 
     @property
+    def model_format(self) -> str:
+        return str(self.body["spec"]["model"].get("format", "auto"))
+
+    @property
     def autoscaling(self) -> bool:
         return "autoscaling" in self.body["spec"]
 
@@ -80,12 +84,15 @@ def adapt(
     archive_path: str,
     digests: Mapping[str, str],
     default_version: str = "1",
+    format_archives: Mapping[str, tuple[str, str]] | None = None,
 ) -> ExampleCase:
     """The example ``example`` made runnable in ``namespace`` (see the module docstring).
 
     ``store_base`` is where pods reach the model store, ``archive_path`` the model store path of
     the default version's archive; ``digests`` maps
-    each model version the suite has to its model.pt SHA-256.
+    each model version the suite has to its model.pt SHA-256. ``format_archives`` maps a
+    PyTorch 2 ``spec.model.format`` to (store path, model.pt2 SHA-256) of the default version
+    in that format, for examples that name one.
     """
     body = copy.deepcopy(dict(example))
     body["metadata"] = {**body["metadata"], "namespace": namespace}
@@ -104,8 +111,15 @@ def adapt(
         model["uri"] = store_url(store_base, archive_path)
     else:
         raise ValueError(f"{source.name}: model URI scheme {scheme!r} has no in-cluster stand-in")
+    digest = digests[version]
+    model_format = str(model.get("format", "auto"))
+    if model_format in (format_archives or {}):
+        if scheme == "pvc":
+            raise ValueError(f"{source.name}: no claim stand-in for format {model_format!r}")
+        path, digest = (format_archives or {})[model_format]
+        model["uri"] = store_url(store_base, path)
     if "sha256" in model:
-        model["sha256"] = digests[version]
+        model["sha256"] = digest
     resources = spec.setdefault("resources", {})
     resources["requests"] = {**resources.get("requests", {}), **SMALL_REQUESTS}
     limits = resources.setdefault("limits", {})

@@ -34,6 +34,7 @@ def case(
     ferry: Operator,
     store_base: str,
     models: dict[str, ModelVersion],
+    format_models: dict[str, ModelVersion],
     facts: ClusterFacts,
     settings: Settings,
 ) -> Iterator[ExampleCase]:
@@ -46,6 +47,7 @@ def case(
         store_base=store_base,
         archive_path=models["1"].store_path,
         digests={version: model.sha256 for version, model in models.items()},
+        format_archives={fmt: (m.store_path, m.sha256) for fmt, m in format_models.items()},
     )
     if example.credentials_secret:
         kube.apply([credentials_secret(ns, example.credentials_secret)])
@@ -157,6 +159,7 @@ def test_ready_and_serving_through_its_service(
     facts: ClusterFacts,
     store_ready: str,
     models: dict[str, ModelVersion],
+    format_models: dict[str, ModelVersion],
     settings: Settings,
     reach: Reach,
 ) -> None:
@@ -186,7 +189,9 @@ def test_ready_and_serving_through_its_service(
         service=case.name,
         ports=(ports["http"], ports["grpc"]),
         served_name=case.served_name,
-        model=models[case.model_version],
+        # the artifact the pods serve, run here: a PyTorch 2 example is checked against its
+        # own exported program or AOTInductor package, not the TorchScript twin
+        model=format_models.get(case.model_format, models[case.model_version]),
     )
 
 
