@@ -203,44 +203,9 @@ def test_fetch_then_serve_read_only_then_drain_on_sigterm(
     assert file_sha256(models / "model.pt") == digest
 
     # 2. The serving container: model directory mounted read-only.
-    http_port, grpc_port = free_port(), free_port()
-    docker(
-        engine,
-        "run",
-        "--detach",
-        "--name",
-        container_name,
-        *POD_LIKE,
-        "-v",
-        f"{models}:/models:ro",
-        "-e",
-        "FERRY_RUNTIME_HOST=127.0.0.1",
-        "-e",
-        f"FERRY_RUNTIME_HTTP_PORT={http_port}",
-        "-e",
-        f"FERRY_RUNTIME_GRPC_PORT={grpc_port}",
-        "-e",
-        f"FERRY_RUNTIME_MODEL_SHA256={digest}",
-        image,
-    )
+    http_port = serve_read_only(engine, image, container_name, models, digest)
     base = f"http://127.0.0.1:{http_port}"
-    started = time.monotonic()
-    ready = False
-    while time.monotonic() - started < 180:
-        state = docker(engine, "inspect", "--format", "{{.State.Running}}", container_name)
-        if state.stdout.strip() != "true":
-            logs = docker(engine, "logs", container_name, check=False)
-            pytest.fail(f"the container exited before it was ready:\n{logs.stdout}{logs.stderr}")
-        try:
-            ready = httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            ready = False
-        if ready:
-            break
-        time.sleep(0.5)
-    logs = docker(engine, "logs", container_name, check=False)
-    assert ready, f"not ready after 180s:\n{logs.stdout}{logs.stderr}"
-    print(f"ready {time.monotonic() - started:.1f}s after docker run")
+    wait_ready(engine, container_name, base, 180)
 
     rows = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
     reply = httpx.post(
@@ -275,6 +240,40 @@ def test_fetch_then_serve_read_only_then_drain_on_sigterm(
     assert not state["OOMKilled"]
     assert stop_took < 25, f"docker stop took {stop_took:.1f}s: SIGTERM was not handled"
     print(f"stopped cleanly in {stop_took:.1f}s")
+
+
+def serve_read_only(
+    engine: dict[str, str],
+    image: str,
+    container_name: str,
+    models: Path,
+    digest: str,
+    *env: str,
+) -> int:
+    """Start the serving container as a restricted pod would run it, the model directory
+    mounted read-only (gRPC on a free port too); returns its HTTP port on loopback."""
+    http_port, grpc_port = free_port(), free_port()
+    settings = [
+        "FERRY_RUNTIME_HOST=127.0.0.1",
+        f"FERRY_RUNTIME_HTTP_PORT={http_port}",
+        f"FERRY_RUNTIME_GRPC_PORT={grpc_port}",
+        f"FERRY_RUNTIME_MODEL_SHA256={digest}",
+        *env,
+    ]
+    environment = [arg for setting in settings for arg in ("-e", setting)]
+    docker(
+        engine,
+        "run",
+        "--detach",
+        "--name",
+        container_name,
+        *POD_LIKE,
+        "-v",
+        f"{models}:/models:ro",
+        *environment,
+        image,
+    )
+    return http_port
 
 
 def wait_ready(engine: dict[str, str], container_name: str, base: str, seconds: float) -> None:
@@ -328,27 +327,8 @@ def test_serves_an_aot_inductor_package_read_only_as_non_root(
     for path in (models, *models.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
     digest = file_sha256(models / "model.pt2")
-    http_port, grpc_port = free_port(), free_port()
-    docker(
-        engine,
-        "run",
-        "--detach",
-        "--name",
-        container_name,
-        *POD_LIKE,
-        "-v",
-        f"{models}:/models:ro",
-        "-e",
-        "FERRY_RUNTIME_HOST=127.0.0.1",
-        "-e",
-        f"FERRY_RUNTIME_HTTP_PORT={http_port}",
-        "-e",
-        f"FERRY_RUNTIME_GRPC_PORT={grpc_port}",
-        "-e",
-        f"FERRY_RUNTIME_MODEL_SHA256={digest}",
-        "-e",
-        "FERRY_RUNTIME_MODEL_FORMAT=aot-inductor",
-        image,
+    http_port = serve_read_only(
+        engine, image, container_name, models, digest, "FERRY_RUNTIME_MODEL_FORMAT=aot-inductor"
     )
     base = f"http://127.0.0.1:{http_port}"
     wait_ready(engine, container_name, base, 180)
