@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick kind-up kind-down image test-image e2e clean
+.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick bench-operator kind-up kind-down image test-image test-cluster e2e clean
 
 venv: ## create .venv with torch==2.13.0 first, then the project with all extras, then helm
 	bash scripts/bootstrap.sh
@@ -47,6 +47,9 @@ test-image: venv ## opt-in (root): build both images from a local debootstrap ba
 	command -v dockerd >/dev/null && command -v debootstrap >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap; }
 	FERRY_TEST_IMAGE=1 $(BIN)/python -m pytest -q -m image tests/runtime/test_image.py tests/chart/test_operator_image.py
+
+test-cluster: venv ## opt-in (root + ../shared/k8s kit): the whole e2e suite with real pods on a local Kubernetes
+	bash scripts/test-cluster.sh
 
 kind-up: venv ## kind cluster kind-ferry: build + load both images, install the chart, serve the example, infer
 	bash scripts/kind-up.sh

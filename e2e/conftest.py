@@ -16,10 +16,21 @@ Modes:
 - ``--operator-local``: the CRD and the chart's ServiceAccount and RBAC are applied, and
   ``ferry-operator run`` runs here as a subprocess logged in with that ServiceAccount's token —
   so the operator provably needs no more than the chart grants.
+- ``--operator-beside``: the chart is installed as in the default mode, but its operator
+  Deployment is scaled to zero and its container (the chart's own arguments and environment)
+  runs here, logged in with the chart's ServiceAccount token: for clusters whose pods cannot
+  reach the API server (the local cluster kit has no kube-proxy).
+
+Reaching pods (``--reach``, see e2e_reach.py): ``port-forward`` (default; kube-proxy and cluster
+DNS) or ``endpoints`` (pod IPs from the Services' ready EndpointSlices; only addresses inside
+``--endpoint-cidr`` are contacted). ``make test-cluster`` runs
+``--operator-beside --reach endpoints --hostpath-dir DIR`` on the local cluster kit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -32,6 +43,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -48,6 +60,7 @@ from e2e_kube import (
 )
 from e2e_manifests import model_store, namespace
 from e2e_models import ModelVersion, make_version
+from e2e_reach import EndpointsReach, PortForwardReach, Reach
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +92,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--keep-namespace", action="store_true", help="leave the test namespace for debugging"
     )
+    group.addoption(
+        "--operator-beside",
+        action="store_true",
+        help="install the chart, but run its operator container here with its ServiceAccount",
+    )
+    group.addoption(
+        "--reach",
+        choices=("port-forward", "endpoints"),
+        default="port-forward",
+        help="reach Services by kubectl port-forward + DNS, or by ready EndpointSlice pod IPs",
+    )
+    group.addoption(
+        "--endpoint-cidr",
+        default="10.244.0.0/24",
+        help="with --reach endpoints: the only pod network the suite may send traffic to",
+    )
+    group.addoption(
+        "--hostpath-dir",
+        type=Path,
+        default=None,
+        help="single-node cluster on this machine: back pvc:// examples by hostPath volumes here",
+    )
 
 
 MODULE_ORDER = ("test_install", "test_examples", "test_lifecycle")
@@ -109,7 +144,19 @@ def settings(pytestconfig: pytest.Config) -> Settings:
         runtime_image=str(pytestconfig.getoption("--runtime-image")),
         timeout=float(pytestconfig.getoption("--e2e-timeout")),
         keep_namespace=bool(pytestconfig.getoption("--keep-namespace")),
+        operator_beside=bool(pytestconfig.getoption("--operator-beside")),
+        reach=str(pytestconfig.getoption("--reach")),
+        endpoint_cidr=str(pytestconfig.getoption("--endpoint-cidr")),
+        hostpath_dir=pytestconfig.getoption("--hostpath-dir"),
     )
+
+
+@pytest.fixture(scope="session")
+def reach(settings: Settings) -> Reach:
+    """How the suite reaches Services and the model store (see e2e_reach)."""
+    if settings.reach == "endpoints":
+        return EndpointsReach(ipaddress.ip_network(settings.endpoint_cidr), timeout=60)
+    return PortForwardReach()
 
 
 def _tool(name: str) -> str:
@@ -190,6 +237,24 @@ def store_ready(kube: Kube, store: str, pods_run: None, settings: Settings) -> s
     return store
 
 
+@pytest.fixture(scope="session")
+def store_base(
+    kube: Kube, store: str, reach: Reach, facts: ClusterFacts, settings: Settings
+) -> str:
+    """Base URL at which model pods fetch from the store: its Service's DNS name, or (endpoints
+    mode) its pod IP, once it serves. On a cluster that cannot run pods nothing is ever fetched,
+    so the DNS name stands in."""
+    if settings.reach == "port-forward" or not facts.can_run_pods():
+        return PortForwardReach().store_base(kube, store)
+    wait_for(
+        lambda: kube.apps.read_namespaced_deployment("model-store", store).status.ready_replicas,
+        timeout=settings.timeout,
+        what="the model store to serve",
+        details=lambda: kube.kubectl("-n", store, "describe", "pods", check=False).stdout[-3000:],
+    )
+    return reach.store_base(kube, store)
+
+
 # ---------------------------------------------------------------------------------------------
 # The operator under test
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +285,8 @@ def ferry(kube: Kube, ns: str, settings: Settings, facts: ClusterFacts) -> Itera
     """Ferry installed and running: the chart, or a local process (--operator-local)."""
     if settings.operator_local:
         yield from _local_operator(kube, ns, settings)
+    elif settings.operator_beside:
+        yield from _beside_operator(kube, settings)
     else:
         yield from _chart_operator(kube, settings, facts)
 
@@ -298,6 +365,92 @@ def _service_account_kubeconfig(kube: Kube, ns: str, account: str, path: Path) -
     path.chmod(0o600)
 
 
+@contextlib.contextmanager
+def _operator_here(
+    command: list[str], env: dict[str, str], kubeconfig: Path, log_path: Path, port: int
+) -> Iterator[None]:
+    """Run ``command`` (ferry-operator run ...) here, logged in with ``kubeconfig``, until the
+    block ends; waits for its liveness endpoint on 127.0.0.1:``port`` first."""
+    full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    try:
+
+        def alive() -> bool:
+            assert process.poll() is None, f"ferry-operator exited:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(alive, timeout=60, what="the operator's liveness endpoint")
+        yield
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _container_env(container: Any) -> dict[str, str]:
+    """Plain ``name: value`` environment of a container; ``valueFrom`` entries cannot be
+    resolved outside a pod, so they fail the run with their name."""
+    env: dict[str, str] = {}
+    for item in container.env or ():
+        if item.value_from is not None:
+            field = getattr(item.value_from.field_ref, "field_path", None)
+            assert field == "metadata.name", f"cannot resolve env {item.name} outside a pod"
+            env[item.name] = "ferry-operator-beside"
+        else:
+            env[item.name] = item.value or ""
+    return env
+
+
+def _beside_operator(kube: Kube, settings: Settings) -> Iterator[Operator]:
+    """The chart installed; its operator container run here (see the module docstring)."""
+    others = _other_operators(kube, {(RELEASE_NAMESPACE, RELEASE)})
+    if others:
+        pytest.fail(f"another Ferry operator runs in this cluster: {others}; remove it first")
+    _apply_crd(kube)
+    existed = kube.helm("status", RELEASE, "-n", RELEASE_NAMESPACE, check=False).returncode == 0
+    repository, _, tag = settings.operator_image.rpartition(":")
+    kube.helm(
+        "upgrade", "--install", RELEASE, str(ROOT / "charts" / "ferry"),
+        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", f"runtime.image={settings.runtime_image}",
+    )  # fmt: skip
+    # Its pod could not reach the API server here: the same container runs beside the cluster.
+    kube.kubectl("-n", RELEASE_NAMESPACE, "scale", f"deployment/{RELEASE}", "--replicas=0")
+    deployment = kube.apps.read_namespaced_deployment(RELEASE, RELEASE_NAMESPACE)
+    pod = deployment.spec.template.spec
+    container = next(c for c in pod.containers if c.name == "operator")
+    port = _free_port()
+    args = list(container.args or ())
+    liveness = args.index("--liveness")
+    args[liveness + 1] = f"http://127.0.0.1:{port}/healthz"  # loopback, not 0.0.0.0
+    binary = Path(sys.executable).with_name("ferry-operator")
+    command = [str(binary) if binary.exists() else "ferry-operator", *args]
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"ferry-e2e-beside-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = workdir / "operator.kubeconfig"
+    account = pod.service_account_name
+    _service_account_kubeconfig(kube, RELEASE_NAMESPACE, account, kubeconfig)
+    log_path = workdir / "operator.log"
+    operator = Operator("beside", log_path.read_text, (RELEASE_NAMESPACE, account))
+    try:
+        with _operator_here(command, _container_env(container), kubeconfig, log_path, port):
+            yield operator
+    finally:
+        if not existed:
+            kube.helm("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", check=False)
+    assert operator.denials() == [], f"the operator was denied by RBAC: {operator.denials()[:5]}"
+
+
 def _local_operator(kube: Kube, ns: str, settings: Settings) -> Iterator[Operator]:
     others = _other_operators(kube, set())
     if others:
@@ -319,41 +472,20 @@ def _local_operator(kube: Kube, ns: str, settings: Settings) -> Iterator[Operato
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = workdir / "operator.kubeconfig"
     _service_account_kubeconfig(kube, ns, account, kubeconfig)
-    log_path = workdir / "operator.log"
     port = _free_port()
     binary = Path(sys.executable).with_name("ferry-operator")
     command = [str(binary) if binary.exists() else "ferry-operator", "run", "--standalone"]
     command += ["--namespace", ns, "--liveness", f"http://127.0.0.1:{port}/healthz"]
     env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
         "FERRY_RUNTIME_IMAGE": settings.runtime_image,
         "FERRY_LOG_FORMAT": "plain",
-        "PYTHONUNBUFFERED": "1",
     }
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log_path = workdir / "operator.log"
     operator = Operator("local", log_path.read_text, (ns, account))
     try:
-
-        def alive() -> bool:
-            assert process.poll() is None, f"ferry-operator exited:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for(alive, timeout=60, what="the local operator's liveness endpoint")
-        yield operator
+        with _operator_here(command, env, kubeconfig, log_path, port):
+            yield operator
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
         for doc in rbac:
             if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
                 kube.kubectl(

@@ -5,7 +5,8 @@ that already holds them, pods sized for real nodes. The suite keeps everything e
 about how Ferry should serve (replicas, autoscaling, GPUs, scheduling, batching, Service type,
 rollout) and changes only what the test cluster cannot provide: every remote model URI points at
 the in-cluster model store, a pvc:// claim is created and filled by the suite, a sha256 is the
-real model's digest, and CPU/memory requests are small enough for a laptop.
+real model's digest, and CPU/memory requests are small enough for a laptop. The store is
+addressed by ``store_base``: its Service's DNS name, or its pod IP where the cluster has no DNS.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ class ExampleCase:
         return int(self.body["spec"].get("service", {}).get("httpPort", 8080))
 
 
-def store_url(namespace: str, path: str) -> str:
-    """URL of a file on the suite's model store (Service model-store, port 80)."""
-    return f"http://model-store.{namespace}.svc.cluster.local/{path}"
+def store_url(store_base: str, path: str) -> str:
+    """URL of a file on the suite's model store (see the ``store_base`` fixture)."""
+    return f"{store_base.rstrip('/')}/{path}"
 
 
 def adapt(
@@ -75,13 +76,15 @@ def adapt(
     source: Path,
     *,
     namespace: str,
+    store_base: str,
     archive_path: str,
     digests: Mapping[str, str],
     default_version: str = "1",
 ) -> ExampleCase:
     """The example ``example`` made runnable in ``namespace`` (see the module docstring).
 
-    ``archive_path`` is the model store path of the default version's archive; ``digests`` maps
+    ``store_base`` is where pods reach the model store, ``archive_path`` the model store path of
+    the default version's archive; ``digests`` maps
     each model version the suite has to its model.pt SHA-256.
     """
     body = copy.deepcopy(dict(example))
@@ -98,7 +101,7 @@ def adapt(
         if version not in digests:
             version = default_version
     elif scheme in {"http", "https", "s3"}:
-        model["uri"] = store_url(namespace, archive_path)
+        model["uri"] = store_url(store_base, archive_path)
     else:
         raise ValueError(f"{source.name}: model URI scheme {scheme!r} has no in-cluster stand-in")
     if "sha256" in model:

@@ -228,6 +228,15 @@ class Settings:
     runtime_image: str
     timeout: float
     keep_namespace: bool
+    operator_beside: bool = False
+    """The chart is installed but its operator runs here (with the chart's arguments,
+    environment and ServiceAccount token): for clusters whose pods cannot reach the API server."""
+    reach: str = "port-forward"
+    """``port-forward`` or ``endpoints`` (see e2e_reach)."""
+    endpoint_cidr: str = "10.244.0.0/24"
+    hostpath_dir: Path | None = None
+    """A directory on the (single) node that this process can write: pvc:// examples get a
+    hostPath PersistentVolume under it when the cluster has no default StorageClass."""
 
 
 @dataclass

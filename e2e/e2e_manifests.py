@@ -110,16 +110,40 @@ def model_store(ns: str, image: str, versions: Sequence[ModelVersion]) -> list[d
     return [files, deployment, service]
 
 
+def host_path_volume(name: str, directory: str) -> dict[str, Any]:
+    """A PersistentVolume on a node directory, for a single-node cluster with no StorageClass
+    (Pod Security "restricted" forbids hostPath in pods, not volumes bound through a claim)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": STORE_LABELS},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": directory, "type": "Directory"},
+        },
+    }
+
+
 def filled_claim(
-    ns: str, claim: str, path: str, archive_url: str, image: str
+    ns: str, claim: str, path: str, archive_url: str, image: str, *, volume: str | None = None
 ) -> list[dict[str, Any]]:
-    """PersistentVolumeClaim ``claim`` (default StorageClass) and a Job that fetches the model
-    archive into ``path`` on it with the runtime's own fetcher."""
+    """PersistentVolumeClaim ``claim`` (default StorageClass, or bound to PersistentVolume
+    ``volume``) and a Job that fetches the model archive into ``path`` on it with the runtime's
+    own fetcher."""
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "64Mi"}},
+    }
+    if volume is not None:
+        claim_spec |= {"storageClassName": "", "volumeName": volume}
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": claim, "namespace": ns, "labels": STORE_LABELS},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+        "spec": claim_spec,
     }
     fetch = {
         "name": "fetch",

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from e2e_kube import FIELD_MANAGER, Kube, port_forward, wait_for
+from e2e_kube import FIELD_MANAGER, Kube, wait_for
 from e2e_models import INPUT_NAME, OUTPUT_NAME, ModelVersion, sample_batch
+from e2e_reach import Reach
+
+APPLIED_HASH_ANNOTATION = "serving.ferry.dev/applied-hash"
+TEMPLATE_ANNOTATION = "serving.ferry.dev/template"
+"""On Deployments: the revision's template (docs/rollouts.md)."""
+"""The one annotation Ferry writes on its children: the digest of the manifest it applied, which
+lets a resync skip unchanged children without a request."""
 
 
 def _ready(client: Any, model: str) -> bool:
@@ -21,6 +29,7 @@ def _ready(client: Any, model: str) -> bool:
 
 def infer_through_service(
     kube: Kube,
+    reach: Reach,
     namespace: str,
     *,
     service: str,
@@ -28,13 +37,14 @@ def infer_through_service(
     served_name: str,
     model: ModelVersion,
 ) -> None:
-    """One REST (binary tensors) and one gRPC inference with tritonclient through
-    ``kubectl port-forward service/NAME``; outputs must equal the same model run locally."""
+    """One REST (binary tensors) and one gRPC inference with tritonclient through the Service
+    (port-forward, or one of its ready endpoints); outputs must equal the same model run
+    locally."""
     batch = sample_batch()
     expected = model.predict(batch)
     http_port, grpc_port = ports
-    with port_forward(kube, namespace, service, http_port) as local:
-        rest = httpclient.InferenceServerClient(url=f"127.0.0.1:{local}")
+    with reach.service(kube, namespace, service, http_port) as authority:
+        rest = httpclient.InferenceServerClient(url=authority)
         wait_for(lambda: _ready(rest, served_name), timeout=60, what=f"{served_name} over REST")
         request = httpclient.InferInput(INPUT_NAME, list(batch.shape), "FP32")
         request.set_data_from_numpy(batch, binary_data=True)
@@ -43,8 +53,8 @@ def infer_through_service(
         )
         np.testing.assert_allclose(result.as_numpy(OUTPUT_NAME), expected, rtol=1e-4, atol=1e-5)
         rest.close()
-    with port_forward(kube, namespace, service, grpc_port) as local:
-        grpc = grpcclient.InferenceServerClient(url=f"127.0.0.1:{local}")
+    with reach.service(kube, namespace, service, grpc_port) as authority:
+        grpc = grpcclient.InferenceServerClient(url=authority)
         wait_for(lambda: _ready(grpc, served_name), timeout=60, what=f"{served_name} over gRPC")
         grpc_request = grpcclient.InferInput(INPUT_NAME, list(batch.shape), "FP32")
         grpc_request.set_data_from_numpy(batch)
@@ -63,9 +73,11 @@ def no_children_left(kube: Kube, namespace: str, name: str) -> bool:
     return not live_children(kube, namespace, name)
 
 
-def check_child(child: Any, md: Mapping[str, Any]) -> None:
+def check_child(child: Any, md: Mapping[str, Any], kind: str) -> None:
     """Owned by the ModelDeployment (controller reference, so GC collects it), labelled,
-    written with server-side apply by Ferry's field manager, free of Kopf's bookkeeping."""
+    written with server-side apply by Ferry's field manager, carrying Ferry's applied-hash (and,
+    on a Deployment, the template of the revision it runs) and no other annotation of Ferry's or
+    Kopf's (no bookkeeping of Kopf's, under either prefix)."""
     metadata = child.metadata
     owners = [o for o in metadata.owner_references or () if o.controller]
     assert [(o.kind, o.name, o.uid) for o in owners] == [
@@ -76,8 +88,16 @@ def check_child(child: Any, md: Mapping[str, Any]) -> None:
     assert labels.get("serving.ferry.dev/model-deployment") == md["metadata"]["name"]
     managers = {(m.manager, m.operation) for m in metadata.managed_fields or ()}
     assert (FIELD_MANAGER, "Apply") in managers, managers
-    for key in metadata.annotations or {}:
-        assert not key.startswith(("kopf.zalando.org/", "serving.ferry.dev/")), key
+    annotations = metadata.annotations or {}
+    ours = {key for key in annotations if key.startswith("serving.ferry.dev/")}
+    expected = {APPLIED_HASH_ANNOTATION}
+    if kind == "Deployment":
+        expected.add(TEMPLATE_ANNOTATION)
+        assert json.loads(annotations[TEMPLATE_ANNOTATION])["model"]["uri"]
+    assert ours == expected, (metadata.name, sorted(ours))
+    assert len(annotations[APPLIED_HASH_ANNOTATION]) == 32, annotations[APPLIED_HASH_ANNOTATION]
+    kopf = [key for key in annotations if key.startswith("kopf.zalando.org/")]
+    assert kopf == [], (metadata.name, kopf)
 
 
 def ferry_manages_replicas(deployment: Any) -> bool:

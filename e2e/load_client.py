@@ -3,8 +3,10 @@
 Sends Open Inference Protocol v2 REST requests through a Service from several threads until the
 expected model version has answered every request for ``--settle`` seconds (or ``--max-seconds``
 pass), then prints one JSON summary line. Standard library only, so it runs on the runtime
-image's Python. Each request opens a new connection: kube-proxy balances connections, and a new
-one only ever reaches a ready endpoint, which is the guarantee a rollout must keep.
+image's Python; the suite's endpoints mode imports :func:`run_load` and runs it here instead,
+picking a ready endpoint per request. Each request opens a new connection: kube-proxy balances
+connections, and a new one only ever reaches a ready endpoint, which is the guarantee a rollout
+must keep.
 
     python3 load_client.py --url http://mlp.ns.svc:8080 --model mlp --expect-version 2
 """
@@ -17,6 +19,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,7 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="base URL of the model's Service")
     parser.add_argument("--model", required=True, help="served model name")
-    parser.add_argument("--expect-version", required=True, help="version the rollout ends on")
+    parser.add_argument(
+        "--expect-version", default=None, help="version the rollout ends on (else: run on)"
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds of expected-only")
     parser.add_argument("--min-seconds", type=float, default=5.0)
@@ -84,47 +89,66 @@ def infer_once(url: str, body: bytes) -> str:
     return str(payload.get("model_version"))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
-    body = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT__0",
-                    "datatype": "FP32",
-                    "shape": [1, args.features],
-                    "data": [0.5] * args.features,
-                }
-            ]
-        }
-    ).encode()
+def request_body(features: int) -> bytes:
+    """One OIP v2 REST request of one row of ``features`` FP32 values."""
+    tensor = {"name": "INPUT__0", "datatype": "FP32", "shape": [1, features]}
+    return json.dumps({"inputs": [{**tensor, "data": [0.5] * features}]}).encode()
+
+
+def run_load(
+    base_url: Callable[[], str],
+    *,
+    model: str,
+    expect_version: str | None,
+    concurrency: int = 4,
+    settle: float = 10.0,
+    min_seconds: float = 5.0,
+    max_seconds: float = 300.0,
+    features: int = 64,
+    stop: threading.Event | None = None,
+    report: Callable[[dict[str, Any]], None] = lambda line: print(json.dumps(line), flush=True),
+) -> dict[str, Any]:
+    """Send requests from ``concurrency`` threads until ``expect_version`` has answered alone for
+    ``settle`` seconds (never, when it is ``None``), ``stop`` is set or ``max_seconds`` pass.
+
+    ``base_url`` is called for every request (a fixed Service URL, or a fresh pick among a
+    Service's ready endpoints); a failure to pick counts as a failed request. Returns the summary.
+    """
+    stop = stop or threading.Event()
+    body = request_body(features)
     tally = Tally()
-    stop = threading.Event()
+    done = threading.Event()
 
     def worker() -> None:
-        while not stop.is_set():
+        while not done.is_set():
             try:
-                tally.success(infer_once(url, body), args.expect_version)
+                url = f"{base_url().rstrip('/')}/v2/models/{model}/infer"
+                tally.success(infer_once(url, body), expect_version or "")
             except Exception as error:  # any failure counts: HTTP errors, resets, bad bodies
                 tally.failure(f"{type(error).__name__}: {error}")
                 time.sleep(0.05)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     started = time.monotonic()
-    print(json.dumps({"event": "started", "url": url}), flush=True)
+    report({"event": "started", "model": model})
     for thread in threads:
         thread.start()
     settled = False
     while True:
-        time.sleep(1.0)
+        stop.wait(1.0)
         now = time.monotonic()
         elapsed = now - started
         with tally.lock:
-            settled = tally.expected_seen and now - tally.last_other_version_at >= args.settle
-        print(json.dumps({"event": "progress", "seconds": round(elapsed), **tally.snapshot()}))
-        if (settled and elapsed >= args.min_seconds) or elapsed >= args.max_seconds:
+            settled = (
+                expect_version is not None
+                and tally.expected_seen
+                and now - tally.last_other_version_at >= settle
+            )
+        report({"event": "progress", "seconds": round(elapsed), **tally.snapshot()})
+        finished = settled and elapsed >= min_seconds
+        if finished or stop.is_set() or elapsed >= max_seconds:
             break
-    stop.set()
+    done.set()
     for thread in threads:
         thread.join(timeout=15)
     summary = {
@@ -133,8 +157,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.monotonic() - started, 1),
         **tally.snapshot(),
     }
-    print(json.dumps(summary), flush=True)
+    report(summary)
     return summary
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line: load one fixed Service URL."""
+    return run_load(
+        lambda: str(args.url),
+        model=args.model,
+        expect_version=args.expect_version,
+        concurrency=args.concurrency,
+        settle=args.settle,
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        features=args.features,
+    )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from e2e_examples import EXAMPLES, ExampleCase, adapt, load, store_url
 from e2e_kube import ClusterFacts, Kube, Operator, Settings, ready_md, wait_for
-from e2e_manifests import credentials_secret, filled_claim
+from e2e_manifests import credentials_secret, filled_claim, host_path_volume
 from e2e_models import ModelVersion
+from e2e_reach import Reach
 from e2e_serving import (
     check_child,
     ferry_manages_replicas,
@@ -31,7 +32,7 @@ def case(
     ns: str,
     *,
     ferry: Operator,
-    store: str,
+    store_base: str,
     models: dict[str, ModelVersion],
     facts: ClusterFacts,
     settings: Settings,
@@ -42,15 +43,19 @@ def case(
         load(source),
         source,
         namespace=ns,
+        store_base=store_base,
         archive_path=models["1"].store_path,
         digests={version: model.sha256 for version, model in models.items()},
     )
     if example.credentials_secret:
         kube.apply([credentials_secret(ns, example.credentials_secret)])
-    if example.claim and facts.default_storage_class and facts.can_run_pods():
+    volume: str | None = None
+    if example.claim and _claims_work(facts, settings) and facts.can_run_pods():
         claim, path = example.claim
-        archive = store_url(ns, models[example.model_version].store_path)
-        kube.apply(filled_claim(ns, claim, path, archive, settings.runtime_image))
+        if not facts.default_storage_class:
+            volume = _host_path_volume(kube, settings, f"{ns}-{claim}")
+        archive = store_url(store_base, models[example.model_version].store_path)
+        kube.apply(filled_claim(ns, claim, path, archive, settings.runtime_image, volume=volume))
         wait_for(
             lambda: (
                 (kube.kubectl("-n", ns, "get", "job", f"fill-{claim}", "-o", "json").stdout)
@@ -64,6 +69,26 @@ def case(
     kube.create_md(example.body)
     yield example
     kube.delete_md(ns, example.name)
+    if volume is not None:
+        kube.kubectl("delete", "pvc", "-n", ns, example.claim[0], "--wait=false", check=False)
+        kube.kubectl("delete", "pv", volume, "--wait=false", check=False)
+
+
+def _claims_work(facts: ClusterFacts, settings: Settings) -> bool:
+    """Whether a claim can be bound: a default StorageClass, or hostPath volumes (--hostpath-dir
+    on a single-node cluster running on this machine)."""
+    return bool(facts.default_storage_class or settings.hostpath_dir)
+
+
+def _host_path_volume(kube: Kube, settings: Settings, name: str) -> str:
+    """PersistentVolume ``name`` on a fresh directory under --hostpath-dir."""
+    assert settings.hostpath_dir is not None
+    directory = settings.hostpath_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    # The fill Job writes as the runtime image's user, and fsGroup does not apply to hostPath.
+    directory.chmod(0o777)
+    kube.apply([host_path_volume(name, str(directory))])
+    return name
 
 
 def _md(kube: Kube, case: ExampleCase) -> dict[str, Any]:
@@ -88,9 +113,9 @@ def test_children_are_the_rendered_ones_owned_and_applied_by_ferry(
         return found == expected
 
     wait_for(applied, timeout=30, what=f"children {sorted(expected)} of {case.name}")
-    for items in live_children(kube, ns, case.name).values():
+    for kind, items in live_children(kube, ns, case.name).items():
         for child in items:
-            check_child(child, md)
+            check_child(child, md, kind)
 
     deployment = kube.apps.read_namespaced_deployment(case.name, ns)
     rendered_deployment = next(c for c in rendered if c["kind"] == "Deployment")
@@ -133,16 +158,22 @@ def test_ready_and_serving_through_its_service(
     store_ready: str,
     models: dict[str, ModelVersion],
     settings: Settings,
+    reach: Reach,
 ) -> None:
     if case.gpu_resource and case.gpu_resource not in facts.extended_resources:
         pytest.skip(f"no node offers {case.gpu_resource}: the pods cannot be scheduled")
-    if case.claim and not facts.default_storage_class:
-        pytest.skip("the cluster has no default StorageClass to back the example's claim")
+    if case.claim and not _claims_work(facts, settings):
+        pytest.skip("no default StorageClass (nor --hostpath-dir) to back the example's claim")
     ns = case.body["metadata"]["namespace"]
+    waited = kube.kubectl(
+        "-n", ns, "wait", "--for=condition=Ready", f"modeldeployment/{case.name}",
+        f"--timeout={int(settings.timeout)}s", check=False, timeout=settings.timeout + 30,
+    )  # fmt: skip
+    assert waited.returncode == 0, f"kubectl wait: {waited.stderr}\n{kube.describe(ns, case.name)}"
     md = wait_for(
         lambda: ready_md(kube, ns, case.name),
-        timeout=settings.timeout,
-        what=f"{case.name} to be Ready",
+        timeout=30,
+        what=f"{case.name} to be Ready for its generation",
         details=lambda: kube.describe(ns, case.name),
     )
     assert md["status"]["readyReplicas"] >= case.min_replicas
@@ -150,6 +181,7 @@ def test_ready_and_serving_through_its_service(
     ports = {port.name: port.port for port in service.spec.ports}
     infer_through_service(
         kube,
+        reach,
         ns,
         service=case.name,
         ports=(ports["http"], ports["grpc"]),

@@ -4,7 +4,6 @@ failed request, then deleted with every child collected."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,25 +19,26 @@ from e2e_kube import (
     ready_md,
     wait_for,
 )
-from e2e_manifests import load_pod
+from e2e_load import LoadPlan, start_load
 from e2e_models import ModelVersion
+from e2e_reach import Reach
 from e2e_serving import infer_through_service, live_children, no_children_left
 
 NAME = "mlp-lifecycle"
 LOADER = "rollout-load"
 DEFAULT_EXAMPLE = next(path for path in EXAMPLES if path.name == "modeldeployment.yaml")
-LOAD_SCRIPT = DEFAULT_EXAMPLE.parents[1] / "e2e" / "load_client.py"
 
 
 @pytest.fixture(scope="module")
 def life(
-    kube: Kube, ns: str, *, ferry: Operator, store: str, models: dict[str, ModelVersion]
+    kube: Kube, ns: str, *, ferry: Operator, store_base: str, models: dict[str, ModelVersion]
 ) -> Iterator[dict[str, Any]]:
     """The default example, renamed, with two replicas so a rollout always has a ready pod."""
     body = adapt(
         load(DEFAULT_EXAMPLE),
         DEFAULT_EXAMPLE,
         namespace=ns,
+        store_base=store_base,
         archive_path=models["1"].store_path,
         digests={version: model.sha256 for version, model in models.items()},
     ).body
@@ -133,25 +133,16 @@ def test_edited_children_are_restored(kube: Kube, ns: str, life: dict[str, Any])
     wait_for(restored, timeout=30, what="the hand-edited Deployment to be restored")
 
 
-def _loader_summary(kube: Kube, ns: str) -> dict[str, Any] | None:
-    pod = kube.core.read_namespaced_pod(LOADER, ns)
-    if pod.status.phase not in {"Succeeded", "Failed"}:
-        return None
-    lines = kube.core.read_namespaced_pod_log(LOADER, ns).splitlines()
-    summaries = [json.loads(line) for line in lines if '"event": "summary"' in line]
-    assert summaries, f"the load pod ended ({pod.status.phase}) without a summary:\n{lines[-20:]}"
-    summary: dict[str, Any] = summaries[-1]
-    return summary
-
-
 def test_rollout_to_a_new_model_version_under_load_fails_no_request(
     kube: Kube,
     ns: str,
     life: dict[str, Any],
     *,
     store_ready: str,
+    store_base: str,
     models: dict[str, ModelVersion],
     settings: Settings,
+    reach: Reach,
 ) -> None:
     wait_for(
         lambda: ready_md(kube, ns, NAME),
@@ -159,51 +150,38 @@ def test_rollout_to_a_new_model_version_under_load_fails_no_request(
         what=f"{NAME} to be Ready on version 1",
         details=lambda: kube.describe(ns, NAME),
     )
-    port = life["spec"].get("service", {}).get("httpPort", 8080)
-    args = [
-        "--url", f"http://{NAME}.{ns}.svc.cluster.local:{port}",
-        "--model", NAME, "--expect-version", "2", "--concurrency", "4",
-        "--settle", "10", "--max-seconds", str(int(settings.timeout) + 120),
-    ]  # fmt: skip
-    kube.apply(load_pod(ns, LOADER, settings.runtime_image, LOAD_SCRIPT.read_text(), args))
-
-    def loading() -> bool:
-        try:
-            log = kube.core.read_namespaced_pod_log(LOADER, ns)
-        except Exception:  # the container has not started yet
-            return False
-        progress = [json.loads(line) for line in log.splitlines() if '"progress"' in line]
-        return bool(progress and progress[-1]["requests"] > 0)
-
-    wait_for(loading, timeout=120, what="the load pod to send requests")
-
-    md = kube.patch_md(
-        ns,
-        NAME,
-        {"spec": {"model": {"uri": store_url(ns, models["2"].store_path), "version": "2"}}},
+    service = life["spec"].get("service", {})
+    port, grpc_port = service.get("httpPort", 8080), service.get("grpcPort", 8081)
+    plan = LoadPlan(
+        service=NAME,
+        port=port,
+        model=NAME,
+        expect_version="2",
+        settle=10,
+        max_seconds=settings.timeout + 120,
     )
-    generation = md["metadata"]["generation"]
+    new_uri = store_url(store_base, models["2"].store_path)
+    with start_load(kube, reach, settings, ns, plan, pod_name=LOADER) as load:
+        load.wait_sending()
+        md = kube.patch_md(ns, NAME, {"spec": {"model": {"uri": new_uri, "version": "2"}}})
+        generation = md["metadata"]["generation"]
 
-    def rolled_out() -> bool:
-        md = ready_md(kube, ns, NAME)
-        if md is None or md["metadata"]["generation"] != generation:
-            return False
-        if md["status"].get("model", {}).get("version") != "2":
-            return False
-        status = kube.apps.read_namespaced_deployment(NAME, ns).status
-        return bool(status.updated_replicas == status.replicas == status.ready_replicas == 2)
+        def rolled_out() -> bool:
+            md = ready_md(kube, ns, NAME)
+            if md is None or md["metadata"]["generation"] != generation:
+                return False
+            if md["status"].get("model", {}).get("version") != "2":
+                return False
+            status = kube.apps.read_namespaced_deployment(NAME, ns).status
+            return bool(status.updated_replicas == status.replicas == status.ready_replicas == 2)
 
-    wait_for(
-        rolled_out,
-        timeout=settings.timeout,
-        what=f"{NAME} to roll out version 2",
-        details=lambda: kube.describe(ns, NAME),
-    )
-    summary = wait_for(
-        lambda: _loader_summary(kube, ns),
-        timeout=settings.timeout + 180,
-        what="the load pod to finish",
-    )
+        wait_for(
+            rolled_out,
+            timeout=settings.timeout,
+            what=f"{NAME} to roll out version 2",
+            details=lambda: f"{kube.describe(ns, NAME)}\nload: {load.progress()}",
+        )
+        summary = load.summary(timeout=settings.timeout + 180)
     assert summary["failures"] == 0, summary["errors"]
     assert summary["settled"], summary
     assert summary["versions"].get("1", 0) > 0, summary
@@ -211,9 +189,10 @@ def test_rollout_to_a_new_model_version_under_load_fails_no_request(
 
     infer_through_service(
         kube,
+        reach,
         ns,
         service=NAME,
-        ports=(port, life["spec"].get("service", {}).get("grpcPort", 8081)),
+        ports=(port, grpc_port),
         served_name=NAME,
         model=models["2"],
     )

@@ -1,9 +1,12 @@
 """``make demo``: Ferry's main job on one machine, no cluster needed.
 
-1. Render the Kubernetes objects the operator makes for examples/modeldeployment.yaml.
-2. Make the example model (a TorchScript MLP + model.json) in a temporary directory.
+1. Render the Kubernetes objects the operator makes for
+   examples/modeldeployment-aot-inductor.yaml.
+2. Package the example MLP with ``ferry-runtime package``: torch.export with a dynamic batch
+   dimension, AOTInductor compilation, a check against eager, model.pt2 + model.json. This is
+   PyTorch 2's deployment path: no deprecated API (no torch.jit), no warning filter here.
 3. Start ``ferry-runtime serve`` on 127.0.0.1 with the runtime settings the operator rendered
-   for the pod (model name, batching, threads), on free local ports.
+   for the pod (model name, format, batching, threads), on free local ports.
 4. Infer with tritonclient over HTTP (JSON and binary tensors) and gRPC, and over the simple
    JSON route, and print the results.
 5. Send SIGTERM and show that the server drained and exited cleanly.
@@ -28,7 +31,11 @@ import tritonclient.http as httpclient
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "modeldeployment.yaml"
+EXAMPLE = ROOT / "examples" / "modeldeployment-aot-inductor.yaml"
+FACTORY = f"{ROOT / 'examples' / 'make_example_model.py'}:build_mlp"
+# Every child process shows DeprecationWarnings (Python hides most by default); the demo fails
+# if one appears, so "no deprecated API" is checked, not assumed.
+SHOW_DEPRECATIONS = {"PYTHONWARNINGS": "default::DeprecationWarning"}
 BIN = Path(sys.executable).parent
 RUNTIME_PREFIX = "FERRY_RUNTIME_"
 LOCAL_ONLY = {"MODEL_DIR", "HOST", "HTTP_PORT", "GRPC_PORT", "MODEL_SHA256", "LOG_LEVEL"}
@@ -74,18 +81,40 @@ def render_example() -> dict[str, str]:
 
 
 def make_model(directory: Path) -> str:
-    step("2. make the example model")
+    step("2. ferry-runtime package (torch.export + AOTInductor)")
+    command = [
+        str(BIN / "ferry-runtime"),
+        "package",
+        FACTORY,
+        "--input",
+        "INPUT__0:FP32:-1,64",
+        "--output",
+        "OUTPUT__0",
+        "--format",
+        "aot-inductor",
+        "--out",
+        str(directory),
+    ]
+    print("  " + " ".join(command[1:]).replace(str(ROOT) + "/", ""))
+    started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "make_example_model.py"), str(directory)],
-        capture_output=True,
-        text=True,
-        check=True,
+        command, capture_output=True, text=True, check=False, env=os.environ | SHOW_DEPRECATIONS
     )
+    refuse_deprecations("ferry-runtime package", result.stderr)
+    if result.returncode != 0:
+        sys.exit(f"ferry-runtime package failed:\n{result.stderr}")
     digest = result.stdout.strip()
     for path in sorted(directory.iterdir()):
-        print(f"{path}  ({path.stat().st_size} bytes)")
-    print(f"sha256(model.pt) = {digest}")
+        print(f"  {path}  ({path.stat().st_size} bytes)")
+    print(f"  packaged in {time.monotonic() - started:.1f}s; sha256(model.pt2) = {digest}")
     return digest
+
+
+def refuse_deprecations(what: str, output: str) -> None:
+    """Fail the demo when a process printed a DeprecationWarning."""
+    lines = [line for line in output.splitlines() if "DeprecationWarning" in line]
+    if lines:
+        sys.exit(f"{what} printed a DeprecationWarning:\n" + "\n".join(lines))
 
 
 def start_server(
@@ -107,7 +136,11 @@ def start_server(
     }
     for name, value in sorted(settings.items()):
         print(f"  {name}={value}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(RUNTIME_PREFIX)} | settings
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith(RUNTIME_PREFIX)}
+        | settings
+        | SHOW_DEPRECATIONS
+    )
     handle = log.open("wb")
     process = subprocess.Popen(
         [str(BIN / "ferry-runtime"), "serve"], env=env, stdout=handle, stderr=subprocess.STDOUT
@@ -194,6 +227,8 @@ def stop(process: subprocess.Popen[bytes], log: Path) -> None:
     for line in log.read_text().splitlines()[-4:]:
         print(f"  {line}")
     print(f"  exit status: {status}")
+    refuse_deprecations("ferry-runtime serve", log.read_text())
+    print("  no DeprecationWarning from packaging or serving")
     if status != 0:
         sys.exit(f"ferry-runtime exited with {status}")
 

@@ -48,13 +48,20 @@ ferry_ensure_engine() {
   fi
   mkdir -p "$FERRY_DOCKER_ROOT" "$FERRY_DOCKER_RUN"
   ferry_log "starting a private dockerd (data root $FERRY_DOCKER_ROOT, socket $socket)"
-  setsid dockerd \
-    --host "unix://$socket" \
-    --data-root "$FERRY_DOCKER_ROOT" \
-    --exec-root "$FERRY_DOCKER_RUN/exec" \
-    --pidfile "$FERRY_DOCKER_RUN/dockerd.pid" \
-    --bridge=none --iptables=false --ip6tables=false \
-    >"$FERRY_DOCKER_RUN/dockerd.log" 2>&1 </dev/null &
+  # The daemon outlives this shell: it must not inherit descriptors beyond stdio (a caller's
+  # `flock FILE make …` lock, a pipe a test reads to EOF), or it would hold them until it exits.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid dockerd \
+      --host "unix://$socket" \
+      --data-root "$FERRY_DOCKER_ROOT" \
+      --exec-root "$FERRY_DOCKER_RUN/exec" \
+      --pidfile "$FERRY_DOCKER_RUN/dockerd.pid" \
+      --bridge=none --iptables=false --ip6tables=false
+  ) >"$FERRY_DOCKER_RUN/dockerd.log" 2>&1 </dev/null &
   local waited=0
   until DOCKER_HOST="unix://$socket" "$DOCKER" info >/dev/null 2>&1; do
     sleep 1

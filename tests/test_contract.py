@@ -301,3 +301,20 @@ def test_the_fetch_command_runs_the_runtime_fetcher_with_the_spec(
     assert fetch["command"][0] == "ferry-runtime"
     assert cli.main(fetch["command"][1:]) == 0
     assert calls == [(md.spec.model.uri, Path(constants.MODEL_MOUNT_PATH), md.spec.model.sha256)]
+
+
+def test_the_load_failure_exit_status_is_the_one_the_operator_reads() -> None:
+    from ferry_runtime.termination import EXIT_MODEL_LOAD_FAILED
+
+    assert EXIT_MODEL_LOAD_FAILED == constants.RUNTIME_EXIT_MODEL_LOAD_FAILED
+
+
+FORMATS = ["auto", "torchscript", "exported-program", "aot-inductor"]
+
+
+@pytest.mark.parametrize("model_format", FORMATS)
+def test_every_model_format_the_crd_accepts_is_one_the_runtime_loads(model_format: str) -> None:
+    from ferry_runtime.model.loader import SUPPORTED_FORMATS
+
+    assert model_format in SUPPORTED_FORMATS
+    assert RuntimeSettings(model_format=model_format).model_format == model_format

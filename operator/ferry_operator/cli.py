@@ -20,7 +20,14 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="namespace to watch (repeatable); default: FERRY_WATCH_NAMESPACES or all",
     )
-    run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    peering.add_argument(
+        "--require-peering",
+        action="store_true",
+        help="refuse to start without Kopf's peering CRD (high availability); by default a "
+        "cluster without it gets a warning and a standalone operator",
+    )
     run.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
@@ -46,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ferry_operator.handlers import run_operator
 
     return run_operator(
-        namespaces=args.namespace, standalone=args.standalone, liveness=args.liveness
+        namespaces=args.namespace,
+        standalone=args.standalone,
+        liveness=args.liveness,
+        require_peering=args.require_peering,
     )
 
 

@@ -458,8 +458,26 @@ def _api_error(
 class Cluster:
     """Ferry's API operations (the :class:`ferry_operator.reconcile.Writer` protocol)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, discovery_ttl_s: float = 60.0) -> None:
         self.connection = connection
+        self.discovery_ttl_s = discovery_ttl_s
+        self._served: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``api_version`` (discovery, remembered
+        for a minute: an optional API such as the Gateway API may be installed later)."""
+        now = time.monotonic()
+        known = self._served.get(api_version)
+        if known is None or now - known[0] > self.discovery_ttl_s:
+            try:
+                document = await self.connection.request("GET", f"/apis/{api_version}")
+                names = frozenset(str(item.get("name")) for item in document.get("resources") or ())
+            except ApiError as error:
+                if not error.not_found:
+                    raise
+                names = frozenset()
+            known = self._served[api_version] = (now, names)
+        return plural in known[1]
 
     async def apply(
         self, manifest: Mapping[str, Any], field_manager: str = constants.FIELD_MANAGER

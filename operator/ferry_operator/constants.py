@@ -26,6 +26,16 @@ LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_MODEL_DEPLOYMENT: Final = f"{GROUP}/model-deployment"
+# The revision (short hash of the pod template) a Deployment and its pods run.
+LABEL_REVISION: Final = f"{GROUP}/revision"
+# Added to the selector of a Deployment made beside another (a canary), so that two Deployments
+# of one ModelDeployment never select each other's pods. Constant for the Deployment's life.
+LABEL_TRACK: Final = f"{GROUP}/track"
+# The template (the spec fields that make the pods) a Deployment runs, so the operator can render
+# it again while the spec asks for another revision; and, during a rolling update, the last good
+# one to roll back to.
+TEMPLATE_ANNOTATION: Final = f"{GROUP}/template"
+ROLLBACK_TEMPLATE_ANNOTATION: Final = f"{GROUP}/rollback-template"
 
 APP_NAME: Final = "ferry-model"
 COMPONENT: Final = "model-server"
@@ -40,3 +50,7 @@ GPU_TAINT_KEY: Final = "nvidia.com/gpu"
 DEFAULT_HTTP_PORT: Final = 8080
 DEFAULT_GRPC_PORT: Final = 8081
 MODEL_MOUNT_PATH: Final = "/models"
+
+RUNTIME_EXIT_MODEL_LOAD_FAILED: Final = 3
+"""Exit status of ``ferry-runtime serve`` when the model cannot be loaded; its message is the
+container's termination message (docs/contracts.md)."""

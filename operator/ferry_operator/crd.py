@@ -90,6 +90,32 @@ PRINTER_COLUMNS: Final = (
         "description": "Pods that loaded the model and pass readiness.",
     },
     {
+        "name": "Serving",
+        "type": "string",
+        "jsonPath": ".status.rollout.stableRevision",
+        "description": "Revision that serves (the last good one).",
+    },
+    {
+        "name": "Rollout",
+        "type": "string",
+        "jsonPath": ".status.rollout.phase",
+        "description": "Progressing, Paused, Promoting, Aborted or Complete.",
+    },
+    {
+        "name": "Trying",
+        "type": "string",
+        "jsonPath": ".status.rollout.currentRevision",
+        "priority": 1,
+        "description": "Revision the spec asks for.",
+    },
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.rollout.weight",
+        "priority": 1,
+        "description": "Share of ready replicas running the spec's revision, in percent.",
+    },
+    {
         "name": "URL",
         "type": "string",
         "jsonPath": ".status.url.rest",

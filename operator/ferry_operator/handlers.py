@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,6 +44,7 @@ from ferry_operator.observed import (
     trim_owner,
     trim_pod,
 )
+from ferry_operator.probes import HttpProber
 from ferry_operator.reconcile import Memo, RepairGuard, RetryLater, reconcile
 from ferry_operator.render import CHILD_KINDS, RenderOptions
 from ferry_operator.render.names import label_value
@@ -89,6 +91,7 @@ class Controller:
         self.failures: dict[OwnerKey, int] = {}
         self.guard = RepairGuard()
         self.memo = Memo()
+        self.prober = HttpProber()
         self.queue: WorkQueue[OwnerKey] = WorkQueue(self.process, concurrency=settings.workers)
         self.writes = 0
 
@@ -104,6 +107,7 @@ class Controller:
                 instance=self.identity,
                 guard=self.guard,
                 memo=self.memo,
+                prober=self.prober,
             )
         except RetryLater as refused:
             return self._retry(key, refused.cause, refused.blocked.message)
@@ -222,6 +226,7 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await controller.queue.stop()
+        await controller.prober.close()
         await controller.connection.close()  # Kopf's streams are stopped by now
 
     @kopf.on.probe(id="queue", registry=registry)
@@ -306,23 +311,9 @@ class Operator:
         ready_flag: asyncio.Event | None = None,
     ) -> None:
         """Run until ``stop_flag`` is set or SIGINT/SIGTERM arrives."""
-        settings = self.settings
         await self.connection.open()
         try:
-            if not settings.standalone:
-                namespaces = None if settings.clusterwide else settings.watch_namespaces
-                try:
-                    await self.controller.cluster.ensure_peering(settings.peering_name, namespaces)
-                except ApiError as error:
-                    hint = (
-                        "install Kopf's peering CRD (the Helm chart does with ha.enabled) or run "
-                        "with --standalone"
-                        if error.not_found
-                        else "check the operator's RBAC"
-                    )
-                    raise ApiError(
-                        error.status, f"cannot create the peering object ({hint}): {error.message}"
-                    ) from error
+            settings = self.settings = await self._settle_peering(self.settings)
             await kopf.operator(
                 registry=build_registry(self.controller),
                 settings=kopf_settings(settings),
@@ -334,7 +325,38 @@ class Operator:
             )
         finally:
             await self.controller.queue.stop()
+            await self.controller.prober.close()
             await self.connection.close()
+
+    async def _settle_peering(self, settings: OperatorSettings) -> OperatorSettings:
+        """``settings`` as they run: with peering when its object exists or could be created,
+        standalone (with a loud warning) when Kopf's peering CRD is missing and peering was not
+        required. A missing CRD with ``require_peering``, or any other refusal, stops the start."""
+        if settings.standalone:
+            return settings
+        namespaces = None if settings.clusterwide else settings.watch_namespaces
+        try:
+            await self.controller.cluster.ensure_peering(settings.peering_name, namespaces)
+        except ApiError as error:
+            if error.not_found and not settings.require_peering:
+                logger.warning(
+                    "NO PEERING: Kopf's peering CRD (kopf.dev) is not installed, so this operator "
+                    "runs STANDALONE. That is safe for one replica only: two operators without "
+                    "peering would both act. Install the CRD (the Helm chart does with "
+                    "ha.enabled) for high availability, or pass --standalone to silence this; "
+                    "--require-peering refuses to start instead."
+                )
+                return settings.model_copy(update={"standalone": True})
+            hint = (
+                "install Kopf's peering CRD (the Helm chart does with ha.enabled) or run "
+                "without --require-peering"
+                if error.not_found
+                else "check the operator's RBAC"
+            )
+            raise ApiError(
+                error.status, f"cannot create the peering object ({hint}): {error.message}"
+            ) from error
+        return settings
 
 
 def configure_logging(settings: OperatorSettings) -> None:
@@ -352,18 +374,29 @@ def run_operator(
     standalone: bool,
     liveness: str | None,
     *,
+    require_peering: bool = False,
     load_settings: Callable[[], OperatorSettings] = OperatorSettings,
 ) -> int:
     """``ferry-operator run``: load the settings, then run until stopped. Returns the exit code."""
-    settings = load_settings().with_overrides(
-        namespaces=namespaces, standalone=standalone, liveness=liveness
-    )
+    try:
+        settings = load_settings().with_overrides(
+            namespaces=namespaces,
+            standalone=standalone,
+            require_peering=require_peering,
+            liveness=liveness,
+        )
+    except ValueError as error:  # pydantic's ValidationError: contradictory settings
+        print(f"ferry-operator: invalid settings: {error}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     logger.info(
         "starting: %s, runtime image %s, %s",
         "all namespaces" if settings.clusterwide else ", ".join(settings.watch_namespaces),
         settings.runtime_image,
-        "standalone" if settings.standalone else f"peering {settings.peering_name!r}",
+        "standalone"
+        if settings.standalone
+        else f"peering {settings.peering_name!r}"
+        + ("" if settings.require_peering else " (standalone if its CRD is missing)"),
     )
     try:
         asyncio.run(Operator(settings).run())

@@ -108,11 +108,14 @@ def trim_owner(body: Mapping[str, Any]) -> Snapshot:
 
 def trim_child(body: Mapping[str, Any]) -> Snapshot:
     """A child as the reconciler needs it: identity, ownership, Ferry's field set, and the
-    Deployment's replicas and status."""
+    Deployment's replicas, status and the template it runs."""
+    kept: tuple[str, ...] = (APPLIED_HASH_ANNOTATION,)
+    if body.get("kind") == "Deployment":
+        kept += (constants.TEMPLATE_ANNOTATION, constants.ROLLBACK_TEMPLATE_ANNOTATION)
     snapshot: Snapshot = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": _metadata(body, keep_annotations=(APPLIED_HASH_ANNOTATION,)),
+        "metadata": _metadata(body, keep_annotations=kept),
     }
     managed = [
         entry
@@ -130,7 +133,8 @@ def trim_child(body: Mapping[str, Any]) -> Snapshot:
 
 
 def trim_pod(body: Mapping[str, Any]) -> Snapshot:
-    """A pod as status computation needs it: phase, conditions and container states."""
+    """A pod as status computation and the rollout need it: phase, conditions, container
+    states and its IP (canary analysis reads its metrics)."""
     status = body.get("status") or {}
     return {
         "metadata": _metadata(body),
@@ -143,6 +147,7 @@ def trim_pod(body: Mapping[str, Any]) -> Snapshot:
                 "conditions",
                 "initContainerStatuses",
                 "containerStatuses",
+                "podIP",
             )
             if key in status
         },

@@ -40,14 +40,21 @@ from ferry_operator.observed import (
     trim_owner,
 )
 from ferry_operator.ownership import applied_fields, missing_fields
-from ferry_operator.render import CHILD_KINDS, RenderError, RenderOptions, render_children
+from ferry_operator.probes import Prober
+from ferry_operator.render import CHILD_KINDS, Layout, RenderError, RenderOptions, render_children
 from ferry_operator.render.names import label_value
+from ferry_operator.render.revision import revision_hash
+from ferry_operator.render.routes import GATEWAY_GROUP
+from ferry_operator.rollout import RolloutDecision, plan_rollout, probe_request
+from ferry_operator.rollout_observed import rollout_input
 from ferry_operator.spec import ModelDeployment, SpecError, parse_model_deployment
 from ferry_operator.status import Observation, compute_status, desired_facts, status_changed
 
 logger = logging.getLogger(__name__)
 
 INVALID_SPEC = "InvalidSpec"
+GATEWAY_API_UNAVAILABLE = "GatewayAPIUnavailable"
+GATEWAY_RECHECK_S = 60.0
 APPLY_FAILED = "ApplyFailed"
 MANAGED_KINDS = frozenset(kind.kind for kind in CHILD_KINDS)
 
@@ -222,13 +229,49 @@ class Rendered:
     blocked: Blocked | None = None
 
 
-def _render(owner: Mapping[str, Any], options: RenderOptions) -> Rendered:
+def parse_owner(
+    owner: Mapping[str, Any], memo: Memo | None = None
+) -> tuple[ModelDeployment | None, Blocked | None]:
+    """The ModelDeployment parsed (once per uid and generation), or why it cannot be."""
+    metadata = owner.get("metadata") or {}
+    key = ("parsed", metadata.get("uid"), metadata.get("generation"))
+    found, cached = memo.get(key) if memo is not None else (False, None)
+    if found and isinstance(cached, tuple):
+        return cached
     try:
-        md = parse_model_deployment(owner)
+        result: tuple[ModelDeployment | None, Blocked | None] = (
+            parse_model_deployment(owner),
+            None,
+        )
     except SpecError as error:
-        return Rendered(md=None, blocked=Blocked(INVALID_SPEC, str(error)))
+        result = (None, Blocked(INVALID_SPEC, str(error)))
+    if memo is not None and None not in key:
+        memo.put(key, result)
+    return result
+
+
+def _layout_key(layout: Layout | None) -> tuple[Any, ...] | None:
+    """What a layout changes in the rendered children (templates are named by their hash)."""
+    if layout is None:
+        return None
+    return (
+        layout.hpa_target,
+        tuple(
+            (
+                d.name,
+                d.revision,
+                d.replicas,
+                d.track,
+                revision_hash(d.rollback_template) if d.rollback_template else None,
+            )
+            for d in layout.deployments
+        ),
+    )
+
+
+def _render(md: ModelDeployment, options: RenderOptions, layout: Layout | None) -> Rendered:
     try:
-        manifests = tuple(with_applied_hash(m) for m in render_children(md, options))
+        manifests = tuple(with_applied_hash(m) for m in render_children(md, options, layout))
     except RenderError as error:
         return Rendered(md=md, blocked=Blocked(error.reason, str(error)))
     return Rendered(md=md, manifests=manifests)
@@ -239,21 +282,35 @@ def plan(
     children: Sequence[Mapping[str, Any]],
     options: RenderOptions,
     memo: Memo | None = None,
+    decision: RolloutDecision | None = None,
 ) -> Plan:
-    """Decide the writes that bring ``children`` in line with ``owner``'s spec."""
+    """Decide the writes that bring ``children`` in line with ``owner``'s spec (and with the
+    rollout ``decision``: which revisions run, with how many replicas)."""
     live = {
         (child.get("kind"), (child.get("metadata") or {}).get("name")): child for child in children
     }
     deployment = next((child for child in children if child.get("kind") == "Deployment"), None)
+    md, blocked = parse_owner(owner, memo)
+    if blocked is not None or md is None:
+        return Plan(md=md, blocked=blocked, deployment=deployment)
+    layout = decision.layout if decision is not None else None
     metadata = owner.get("metadata") or {}
-    rendered_key = ("rendered", metadata.get("uid"), metadata.get("generation"), options)
+    rendered_key = (
+        "rendered",
+        metadata.get("uid"),
+        metadata.get("generation"),
+        options,
+        _layout_key(layout),
+    )
     found, cached = memo.get(rendered_key) if memo is not None else (False, None)
-    rendered = cached if found and isinstance(cached, Rendered) else _render(owner, options)
-    if memo is not None and not found and None not in rendered_key:
+    rendered = cached if found and isinstance(cached, Rendered) else _render(md, options, layout)
+    if memo is not None and not found and None not in rendered_key[:4]:
         memo.put(rendered_key, rendered)
-    md, manifests = rendered.md, rendered.manifests
-    if rendered.blocked is not None or md is None:
+    manifests = rendered.manifests
+    if rendered.blocked is not None:
         return Plan(md=md, blocked=rendered.blocked, deployment=deployment)
+    main = decision.main if decision is not None else None
+    keep = decision.keep if decision is not None else frozenset()
 
     to_apply: list[dict[str, Any]] = []
     handover: list[dict[str, Any]] = []
@@ -268,7 +325,7 @@ def plan(
             why.append(reason)
             if (held := replicas_handover(manifest, live.get(key))) is not None:
                 handover.append(held)
-        if manifest["kind"] == "Deployment":
+        if manifest["kind"] == "Deployment" and main in (None, key[1]):
             deployment = live.get(key)
 
     uid = md.metadata.uid
@@ -281,7 +338,7 @@ def plan(
             uid=str(child["metadata"].get("uid")),
         )
         for key, child in sorted(live.items(), key=lambda item: str(item[0]))
-        if key not in wanted and _prunable(child, uid)
+        if key not in wanted and _prunable(child, uid) and key[1] not in keep
     )
     return Plan(
         md=md,
@@ -311,6 +368,9 @@ class Writer(Protocol):
 
     async def post_event(self, event: Mapping[str, Any]) -> None:
         """Create a core/v1 Event."""
+
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``api_version`` (discovery)."""
 
 
 class RepairGuard:
@@ -374,9 +434,15 @@ class Outcome:
 
 
 def _status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch that turns ``current`` into ``desired`` (removed keys set to null)."""
+    """A merge patch that turns ``current`` into ``desired``: removed keys set to null, at
+    every depth (a merge patch merges nested objects; lists are replaced whole)."""
     patch: dict[str, Any] = {key: None for key in current if key not in desired}
-    patch.update(desired)
+    for key, value in desired.items():
+        before = current.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = _status_patch(before, value)
+        else:
+            patch[key] = value
     return patch
 
 
@@ -390,6 +456,7 @@ async def reconcile(
     instance: str,
     guard: RepairGuard | None = None,
     memo: Memo | None = None,
+    prober: Prober | None = None,
 ) -> Outcome:
     """Bring ``key``'s children and status in line with its spec.
 
@@ -402,7 +469,15 @@ async def reconcile(
         return outcome  # gone or going: garbage collection removes the children
     namespace, name = key
     instance_key: InstanceKey = (namespace, label_value(name))
-    decided = _held_back(plan(owner, view.children(instance_key), options, memo), guard, outcome)
+    children = view.children(instance_key)
+    pods = view.pods(instance_key)
+    decision = await decide_rollout(
+        owner, children, pods, options, now=now(), memo=memo, prober=prober
+    )
+    decided = _held_back(plan(owner, children, options, memo, decision), guard, outcome)
+    if decided.blocked is None and (missing := await _gateway_refusal(decided.md, writer)):
+        decided = Plan(md=decided.md, blocked=missing, deployment=decided.deployment)
+        outcome.requeue_after = GATEWAY_RECHECK_S  # the Gateway API may be installed later
     blocked, refusal = decided.blocked, None
     deployment = decided.deployment
 
@@ -432,11 +507,17 @@ async def reconcile(
         generation=int((owner.get("metadata") or {}).get("generation") or 1),
         blocked=blocked,
         deployment=deployment,
-        pods=view.pods(instance_key),
+        pods=pods,
         expected_replicas=md.spec.replicas if md is not None and not autoscaled else None,
+        min_replicas=(
+            md.spec.autoscaling.min_replicas
+            if md is not None and md.spec.autoscaling is not None
+            else None
+        ),
         selector=facts.get("selector"),
         url=facts.get("url"),
         model=facts.get("model"),
+        **(_rollout_facts(decision, view.children(instance_key)) if blocked is None else {}),
     )
     current = owner.get("status") or {}
     desired = compute_status(observation, current, now())
@@ -455,9 +536,93 @@ async def reconcile(
                 outcome.events += 1
             except ApiError as error:  # an Event is best effort: never retry a reconcile for it
                 logger.warning("could not post event %s for %s/%s: %s", notice.reason, *key, error)
+    if decision is not None and blocked is None:
+        outcome.events += await _post_rollout_notices(decision, owner, writer, now, instance)
+        if decision.requeue_after is not None:
+            outcome.requeue_after = min(
+                outcome.requeue_after or decision.requeue_after, decision.requeue_after
+            )
     if refusal is not None and blocked is not None:
         raise RetryLater(blocked, refusal)
     return outcome
+
+
+async def _gateway_refusal(md: ModelDeployment | None, writer: Writer) -> Blocked | None:
+    """Why a spec naming a Gateway cannot be served here: the Gateway API's routes are not
+    installed. ``None`` when no Gateway is named or the routes are served."""
+    gateway = md.spec.rollout.gateway if md is not None else None
+    if gateway is None:
+        return None
+    missing = [
+        f"{kind.kind} ({kind.api_version})"
+        for kind in CHILD_KINDS
+        if kind.group == GATEWAY_GROUP and not await writer.serves(kind.api_version, kind.plural)
+    ]
+    if not missing:
+        return None
+    return Blocked(
+        GATEWAY_API_UNAVAILABLE,
+        f"spec.rollout.gateway names Gateway {gateway.name!r}, but this cluster does not serve "
+        f"{' and '.join(missing)}: install the Gateway API CRDs and a Gateway implementation, "
+        "or remove spec.rollout.gateway to split traffic by ready replicas",
+    )
+
+
+async def decide_rollout(
+    owner: Mapping[str, Any],
+    children: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    options: RenderOptions,
+    *,
+    now: str,
+    memo: Memo | None = None,
+    prober: Prober | None = None,
+) -> RolloutDecision | None:
+    """Ask the rollout planner which revisions run (reading the runtime pods first when it
+    needs their metrics or model signatures); ``None`` for a spec that cannot be parsed."""
+    md, blocked = parse_owner(owner, memo)
+    if md is None or blocked is not None:
+        return None
+    inputs = rollout_input(md, options, children, pods, status=owner.get("status") or {}, now=now)
+    request = probe_request(inputs)
+    if prober is not None and (request.figures_of or request.signatures_of):
+        probes = await prober.probe((md.metadata.namespace, md.metadata.name), request, pods)
+        inputs = dataclasses.replace(inputs, probes=probes)
+    return plan_rollout(inputs)
+
+
+def _rollout_facts(
+    decision: RolloutDecision | None, children: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The Observation fields a rollout decision fills."""
+    if decision is None:
+        return {}
+    return {
+        "report": decision.report,
+        "rollout": decision.rollout,
+        "revisions": decision.revisions,
+        "deployments": [c for c in children if c.get("kind") == "Deployment"],
+        "current_revision": decision.rollout.get("currentRevision"),
+    }
+
+
+async def _post_rollout_notices(
+    decision: RolloutDecision,
+    owner: Mapping[str, Any],
+    writer: Writer,
+    now: Callable[[], str],
+    instance: str,
+) -> int:
+    """Post the decision's Events (steps passed, promotion); best effort."""
+    posted = 0
+    for notice in decision.notices:
+        body = event_body(owner, notice, now=now(), instance=instance)
+        try:
+            await writer.post_event(body)
+            posted += 1
+        except ApiError as error:
+            logger.warning("could not post event %s: %s", notice.reason, error)
+    return posted
 
 
 def _held_back(decided: Plan, guard: RepairGuard | None, outcome: Outcome) -> Plan:

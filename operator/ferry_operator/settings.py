@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferry_operator import constants
@@ -47,6 +47,11 @@ class OperatorSettings(BaseSettings):
     """Run without Kopf peering (a single replica). Without it, replicas sharing the peering
     object elect one active operator. ``--standalone`` sets it."""
 
+    require_peering: bool = False
+    """Refuse to start when Kopf's peering CRD is missing (``--require-peering``; the Helm chart
+    sets it with ``ha.enabled``). Unset, a cluster without the CRD gets a loud warning and a
+    standalone operator, Kopf's own convention: fine for one replica, unsafe for two."""
+
     peering_name: str = Field(default="ferry", min_length=1, max_length=253)
     """Name of the Kopf peering object the replicas share (ClusterKopfPeering when every
     namespace is watched, a KopfPeering in each watched namespace otherwise)."""
@@ -78,6 +83,12 @@ class OperatorSettings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @model_validator(mode="after")
+    def _peering_is_consistent(self) -> OperatorSettings:
+        if self.standalone and self.require_peering:
+            raise ValueError("standalone and require_peering exclude each other")
+        return self
+
     @property
     def clusterwide(self) -> bool:
         """Whether every namespace is watched."""
@@ -88,6 +99,7 @@ class OperatorSettings(BaseSettings):
         *,
         namespaces: list[str] | None = None,
         standalone: bool = False,
+        require_peering: bool = False,
         liveness: str | None = None,
     ) -> OperatorSettings:
         """These settings with the command-line flags applied (flags win over the env)."""
@@ -96,6 +108,9 @@ class OperatorSettings(BaseSettings):
             changes["watch_namespaces"] = tuple(namespaces)
         if standalone:
             changes["standalone"] = True
+        if require_peering:
+            changes["require_peering"] = True
         if liveness is not None:
             changes["liveness_endpoint"] = liveness
-        return self.model_copy(update=changes) if changes else self
+        # Validated again: --standalone with FERRY_REQUIRE_PEERING is a contradiction.
+        return self.model_validate({**self.model_dump(), **changes}) if changes else self

@@ -8,6 +8,7 @@ are camelCase, as Kubernetes API conventions ask; Python names are snake_case.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -122,14 +123,21 @@ class ModelSource(ApiModel):
     """Model location: pvc://CLAIM/PATH (a directory on a PersistentVolumeClaim, mounted
     read-only), http(s)://… (an archive such as model.tar.gz, or a directory URL ending in /),
     s3://BUCKET/PREFIX/ or s3://BUCKET/KEY.tar.gz, or file:///… (local mode only). The model
-    directory holds model.pt (TorchScript) and model.json (tensor names, datatypes, shapes)."""
+    directory holds model.pt2 (PyTorch 2) or model.pt (TorchScript), and model.json (tensor
+    names, datatypes, shapes; optional beside model.pt2)."""
 
-    format: Literal["torchscript"] = "torchscript"
-    """Serialization format of model.pt. Only torchscript is supported in v1alpha1."""
+    format: Literal["auto", "torchscript", "exported-program", "aot-inductor"] = "auto"
+    """Model format. auto: detect it from the model directory (model.pt2 or model.pt).
+    exported-program: model.pt2 written by torch.export.save, run as its module.
+    aot-inductor: model.pt2 written by torch._inductor.aoti_compile_and_package (or
+    `ferry-runtime package`), compiled ahead of time for the pod's device (cpu or cuda).
+    torchscript: model.pt written by torch.jit.save (deprecated by PyTorch; kept for existing
+    models). A format that does not match the files is reported as Ready=False with reason
+    ModelLoadFailed."""
 
     sha256: str | None = Field(default=None, pattern=SHA256_HEX, max_length=64)
-    """Expected SHA-256 of model.pt as 64 lowercase hex characters. The pod refuses to serve a
-    model whose digest differs."""
+    """Expected SHA-256 of the served file (model.pt2, else model.pt) as 64 lowercase hex
+    characters. The pod refuses to serve a model whose digest differs."""
 
     name: str | None = Field(default=None, pattern=SERVED_NAME, max_length=128)
     """Name the model is served under (/v2/models/NAME). Defaults to metadata.name."""
@@ -490,8 +498,87 @@ class ServiceSpec(ApiModel):
     """Annotations for the Service (e.g. for a cloud load balancer)."""
 
 
+MAX_CANARY_STEPS = 10
+_STEP_INDEXES = ", ".join(str(index) for index in range(1, MAX_CANARY_STEPS))
+
+
+class CanaryStep(ApiModel):
+    """One step of a canary rollout: a traffic share held for a while, then analysed."""
+
+    weight: int = Field(ge=1, le=100)
+    """Percent of the model's traffic the new revision gets in this step (its share of the
+    ready replicas, rounded to whole pods; status.rollout.weight shows the share reached)."""
+
+    pause_seconds: int = Field(default=60, ge=0, le=86400)
+    """How long the step lasts once its replicas are ready; the analysis runs during it and
+    decides at its end."""
+
+
+class Analysis(ApiModel):
+    """Thresholds a canary must stay within, read from the runtime pods' /metrics."""
+
+    max_error_rate_percent: float = Field(default=1.0, ge=0, le=100)
+    """Largest share of failed inference requests (server errors: failed, error, unavailable,
+    queue_full) the new revision may answer, in percent."""
+
+    max_p99_latency_ms: int | None = Field(default=None, ge=1, le=600_000)
+    """Largest 99th percentile request latency of the new revision, in milliseconds (from the
+    runtime's request duration histogram). Unset: latency is not judged."""
+
+    min_requests: int = Field(default=20, ge=0, le=1_000_000)
+    """Requests the new revision must answer during a step before the step may pass; fewer
+    keep the step waiting (Paused). Error rate and latency are judged once this many arrived."""
+
+
+class GatewayRef(ApiModel):
+    """The Gateway (Gateway API) that routes to the model with exact weights per revision."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """Gateway name."""
+
+    namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL)
+    """Gateway namespace; defaults to the ModelDeployment's."""
+
+    http_section_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL)
+    """Listener of the Gateway the HTTPRoute (REST) attaches to; unset: every listener that
+    admits it."""
+
+    grpc_section_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL)
+    """Listener of the Gateway the GRPCRoute attaches to. Gateway API forbids an HTTPRoute and
+    a GRPCRoute on the same listener and hostname: name two listeners."""
+
+
 class Rollout(ApiModel):
-    """How a new model version replaces the old one (Deployment RollingUpdate)."""
+    """How a new revision (a changed pod template: model, image, runtime settings) replaces the
+    serving one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.strategy != 'Canary' || size(self.steps) > 0",
+                    "spec.rollout.steps: a Canary rollout needs at least one step",
+                    ".steps",
+                ),
+                cel(
+                    "self.strategy == 'Canary' || size(self.steps) == 0",
+                    "spec.rollout.steps only apply to the Canary strategy",
+                    ".steps",
+                ),
+                cel(
+                    f"[{_STEP_INDEXES}].all(i, i >= size(self.steps) || "
+                    "self.steps[i - 1].weight < self.steps[i].weight)",
+                    "spec.rollout.steps: weights must increase from step to step",
+                    ".steps",
+                ),
+            ]
+        }
+    )
+
+    strategy: Literal["RollingUpdate", "Canary"] = "RollingUpdate"
+    """RollingUpdate: the new revision replaces the serving one pod by pod (maxSurge,
+    maxUnavailable). Canary: the new revision runs beside the serving one and takes the traffic
+    share of each step, judged by the analysis, then is promoted or aborted."""
 
     max_surge: IntOrPercent = "25%"
     """Extra pods allowed during a rollout (count or percentage)."""
@@ -499,6 +586,40 @@ class Rollout(ApiModel):
     max_unavailable: IntOrPercent = 0
     """Pods that may be unavailable during a rollout (count or percentage). 0 keeps full
     capacity while new pods load the model."""
+
+    steps: list[CanaryStep] = Field(default_factory=list, max_length=MAX_CANARY_STEPS)
+    """Canary steps, with increasing weights. After the last step the new revision is
+    promoted to all replicas."""
+
+    analysis: Analysis = Field(default_factory=Analysis)
+    """Thresholds checked during every canary step."""
+
+    auto_rollback: bool = True
+    """Stop a failing rollout and send all traffic back to the serving revision: a canary that
+    breaks its analysis, or a new revision whose pods never become ready. The spec is never
+    rewritten: the stopped revision stays aborted until the spec changes again."""
+
+    gateway: GatewayRef | None = None
+    """Route through this Gateway with exact weights: Ferry adds a Service per revision and an
+    HTTPRoute and a GRPCRoute whose backends are weighted by the canary step. Needs the Gateway
+    API (gateway.networking.k8s.io/v1) in the cluster; without it the ModelDeployment is
+    refused with reason GatewayAPIUnavailable. Unset: the traffic splits by ready replicas."""
+
+    allow_signature_change: bool = False
+    """Let a Canary rollout go ahead when the new model's inputs or outputs (names,
+    datatypes, shapes) differ from the serving model's; otherwise it is aborted with reason
+    SignatureChanged before its first step."""
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Rollout:
+        if self.strategy == "Canary" and not self.steps:
+            raise ValueError("spec.rollout.steps: a Canary rollout needs at least one step")
+        if self.strategy != "Canary" and self.steps:
+            raise ValueError("spec.rollout.steps only apply to the Canary strategy")
+        weights = [step.weight for step in self.steps]
+        if any(a >= b for a, b in itertools.pairwise(weights)):
+            raise ValueError("spec.rollout.steps: weights must increase from step to step")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,6 +728,101 @@ class ServedModel(ApiModel):
     """Expected digest, if one was given."""
 
 
+class RevisionRecord(ApiModel):
+    """One revision (a distinct pod template) the ModelDeployment asked for."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    """Short hash of the pod template (label serving.ferry.dev/revision on its pods)."""
+
+    model: str
+    """Model URI."""
+
+    version: str
+    """Served model version."""
+
+    sha256: str | None = None
+    """Expected model digest, if one was given."""
+
+    image: str
+    """Runtime image."""
+
+    first_served: str | None = None
+    """When a pod of this revision first became ready (RFC 3339)."""
+
+    outcome: Literal["Progressing", "Serving", "Superseded", "Aborted"]
+    """Progressing (being rolled out), Serving, Superseded (replaced by a newer revision) or
+    Aborted (stopped by the rollout; stays so until the spec asks for another revision)."""
+
+    reason: str | None = None
+    """Why it was aborted (RolloutAborted, SignatureChanged, ProgressDeadlineExceeded, ...)."""
+
+    message: str | None = None
+    """Detail, with the analysis figures for an aborted canary."""
+
+
+class AnalysisFigures(ApiModel):
+    """What the analysis last read from the new revision's pods."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requests: int
+    """Inference requests the new revision answered (since its pods started)."""
+
+    errors: int
+    """Of which failed with a server error."""
+
+    error_rate_percent: float
+    """errors / requests, in percent."""
+
+    p99_latency_ms: float | None = None
+    """99th percentile request latency, in milliseconds."""
+
+    step_requests: int = 0
+    """Requests answered during the current step."""
+
+
+class RolloutStatus(ApiModel):
+    """Where the rollout of the spec's revision stands."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    current_revision: str
+    """The revision the spec asks for."""
+
+    stable_revision: str | None = None
+    """The revision that serves when the rollout stops (the last good one)."""
+
+    phase: Literal["Progressing", "Paused", "Promoting", "Aborted", "Complete"]
+    """Progressing (a step is running), Paused (a step waits for requests to judge), Promoting
+    (all steps passed; the new revision takes every replica), Aborted, Complete."""
+
+    strategy: str = "RollingUpdate"
+    """The strategy in effect."""
+
+    step: int | None = None
+    """Current canary step, from 1."""
+
+    steps: int | None = None
+    """Number of canary steps."""
+
+    weight: int = 0
+    """Share of the ready replicas running the current revision, in percent."""
+
+    step_started_at: str | None = None
+    """When the current step's replicas were all ready (its pause counts from here)."""
+
+    step_baseline_requests: int | None = None
+    """Requests the new revision had answered when the step started."""
+
+    message: str | None = None
+    """What the rollout is doing or why it stopped."""
+
+    analysis: AnalysisFigures | None = None
+    """The last analysis figures."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written only by the operator."""
 
@@ -635,6 +851,12 @@ class ModelDeploymentStatus(ApiModel):
 
     model: ServedModel | None = None
     """The model actually configured."""
+
+    revisions: list[RevisionRecord] | None = Field(default=None, max_length=10)
+    """The last 10 revisions, newest first, with their outcome."""
+
+    rollout: RolloutStatus | None = None
+    """The rollout of the spec's revision."""
 
 
 class ObjectMeta(BaseModel):

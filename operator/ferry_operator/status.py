@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ferry_operator import constants
 from ferry_operator.errors import Blocked
 from ferry_operator.render import child_name
 from ferry_operator.render.labels import selector_string
@@ -49,6 +50,18 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded")
 
 
 @dataclass(frozen=True)
+class Report:
+    """The conditions a rollout imposes while it runs or after it stopped (see
+    :mod:`ferry_operator.rollout`)."""
+
+    reason: str
+    message: str
+    progressing: bool
+    degraded: bool
+    stalled: bool = False
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything the status is computed from (gathered by the reconciler)."""
 
@@ -67,6 +80,10 @@ class Observation:
     expected_replicas: int | None = None
     """``spec.replicas`` when Ferry sets them; ``None`` when an HPA owns the count."""
 
+    min_replicas: int | None = None
+    """``spec.autoscaling.minReplicas`` when an HPA owns the count: the Deployment starts at one
+    replica until the HPA's first sync raises it, and Ready must not be reported before."""
+
     selector: str | None = None
     """Label selector of the pods (the scale subresource's ``status.selector``)."""
 
@@ -75,6 +92,22 @@ class Observation:
 
     model: Mapping[str, Any] | None = None
     """The model the pods are configured to serve."""
+
+    report: Report | None = None
+    """What a rollout says; overrides the verdict on :attr:`deployment`."""
+
+    rollout: Mapping[str, Any] | None = None
+    """``status.rollout``."""
+
+    revisions: Sequence[Mapping[str, Any]] | None = None
+    """``status.revisions``."""
+
+    deployments: Sequence[Mapping[str, Any]] = ()
+    """Every model Deployment (their replicas add up in ``status.replicas``); empty: just
+    :attr:`deployment`."""
+
+    current_revision: str | None = None
+    """The spec's revision (``status.updatedReplicas`` counts its pods)."""
 
 
 @dataclass(frozen=True)
@@ -115,23 +148,41 @@ def compute_status(
     """The whole ``status`` to write; equal to ``previous`` when nothing changed."""
     previous = previous or {}
     verdict = assess(observation)
-    deployment_status = (observation.deployment or {}).get("status") or {}
+    replicas, ready, updated = _counts(observation)
     status: dict[str, Any] = {
         "observedGeneration": observation.generation,
         "conditions": _conditions(verdict, observation.generation, previous, now),
-        "replicas": int(deployment_status.get("replicas") or 0),
-        "readyReplicas": int(deployment_status.get("readyReplicas") or 0),
-        "updatedReplicas": int(deployment_status.get("updatedReplicas") or 0),
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "updatedReplicas": updated,
     }
     # A blocked generation leaves the children of the last good one serving: keep describing
     # them rather than inventing addresses for a spec that was never applied.
-    for key in ("selector", "url", "model"):
+    for key in ("selector", "url", "model", "rollout", "revisions"):
         value = getattr(observation, key)
         if observation.blocked is not None and value is None:
             value = previous.get(key)
         if value is not None:
             status[key] = value
     return status
+
+
+def _counts(observation: Observation) -> tuple[int, int, int]:
+    """(replicas, ready, updated): pods of every model Deployment; updated are those running
+    the spec's revision."""
+    deployments = list(observation.deployments) or (
+        [observation.deployment] if observation.deployment is not None else []
+    )
+    replicas = ready = updated = 0
+    for deployment in deployments:
+        status = deployment.get("status") or {}
+        replicas += int(status.get("replicas") or 0)
+        ready += int(status.get("readyReplicas") or 0)
+        labels = (deployment.get("metadata") or {}).get("labels") or {}
+        revision = labels.get(constants.LABEL_REVISION)
+        if observation.current_revision is None or revision == observation.current_revision:
+            updated += int(status.get("updatedReplicas") or 0)
+    return replicas, ready, updated
 
 
 def status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
@@ -199,6 +250,18 @@ def assess(observation: Observation) -> Verdict:
             degraded=(True, blocked.reason, blocked.message),
             stalled=True,
         )
+    report = observation.report
+    if report is not None:
+        return Verdict(
+            ready=(False, report.reason, report.message),
+            progressing=(report.progressing, report.reason, report.message),
+            degraded=(
+                report.degraded,
+                report.reason if report.degraded else AS_EXPECTED,
+                report.message if report.degraded else "",
+            ),
+            stalled=report.stalled,
+        )
     deployment = observation.deployment
     if deployment is None:
         message = "waiting for the Deployment to be created"
@@ -213,7 +276,10 @@ def assess(observation: Observation) -> Verdict:
         message = f"waiting for the Deployment controller to observe {name!r}"
         return _in_progress(ROLLOUT_IN_PROGRESS, message)
 
-    desired = _desired_replicas(deployment, observation.expected_replicas)
+    desired = max(
+        _desired_replicas(deployment, observation.expected_replicas),
+        observation.min_replicas or 0,
+    )
     replicas = int(status.get("replicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
@@ -223,7 +289,7 @@ def assess(observation: Observation) -> Verdict:
 
     deadline = conditions.get("Progressing") or {}
     if deadline.get("status") == "False" and deadline.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
-        problem = _pod_problem(observation.pods)
+        problem = pod_problem(observation.pods)
         detail = f"; {problem[0]}: {problem[1]}" if problem else ""
         message = f"rollout of Deployment {name!r} made no progress in time ({counts}){detail}"
         return Verdict(
@@ -254,7 +320,7 @@ def assess(observation: Observation) -> Verdict:
     problem = (
         (REPLICA_FAILURE, str(failure.get("message") or failure.get("reason") or ""))
         if failure.get("status") == "True"
-        else _pod_problem(observation.pods)
+        else pod_problem(observation.pods)
     )
     if problem is not None:
         reason, detail = problem
@@ -284,7 +350,7 @@ def _desired_replicas(deployment: Mapping[str, Any], expected: int | None) -> in
     return expected if expected is not None else 1  # the Deployment API's default
 
 
-def _live(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def live_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [
         pod
         for pod in pods
@@ -293,10 +359,10 @@ def _live(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
-def _pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The most serious thing keeping pods from becoming ready, with the pod's own words."""
     found: dict[str, str] = {}
-    for pod in _live(pods):
+    for pod in live_pods(pods):
         status = pod.get("status") or {}
         for container in status.get("initContainerStatuses") or ():
             _init_problem(container, found)
@@ -374,6 +440,16 @@ def _init_problem(container: Mapping[str, Any], found: dict[str, str]) -> None:
 def _container_problem(container: Mapping[str, Any], found: dict[str, str]) -> None:
     if _image_problem(container, found):
         return
+    terminated = _termination(container)
+    if (
+        terminated is not None
+        and terminated.get("exitCode") == constants.RUNTIME_EXIT_MODEL_LOAD_FAILED
+        and not container.get("ready")
+    ):
+        # The runtime could not load the model (wrong format, bad file, device mismatch):
+        # its termination message says why and what to do.
+        found.setdefault(MODEL_LOAD_FAILED, _describe_exit(container, terminated))
+        return
     if _waiting(container).get("reason") == CRASH_LOOP_BACK_OFF:
         found.setdefault(CRASH_LOOP_BACK_OFF, _describe_exit(container, _termination(container)))
 
@@ -381,7 +457,7 @@ def _container_problem(container: Mapping[str, Any], found: dict[str, str]) -> N
 def _loading_pods(pods: Sequence[Mapping[str, Any]]) -> int:
     """Pods scheduled onto a node whose server is not ready yet (fetching or loading)."""
     count = 0
-    for pod in _live(pods):
+    for pod in live_pods(pods):
         status = pod.get("status") or {}
         scheduled = any(
             c.get("type") == "PodScheduled" and c.get("status") == "True"

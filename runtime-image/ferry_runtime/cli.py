@@ -15,7 +15,8 @@ from pydantic import ValidationError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferry-runtime",
-        description="Serve a TorchScript model over the Open Inference Protocol v2.",
+        description="Serve a PyTorch model (torch.export program, AOTInductor package or "
+        "TorchScript) over the Open Inference Protocol v2.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -42,8 +43,37 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--sha256",
         default=os.environ.get("FERRY_RUNTIME_MODEL_SHA256") or None,
-        help="expected SHA-256 of model.pt (default: FERRY_RUNTIME_MODEL_SHA256)",
+        help="expected SHA-256 of model.pt2 or model.pt (default: FERRY_RUNTIME_MODEL_SHA256)",
     )
+
+    package = commands.add_parser(
+        "package",
+        help="turn an nn.Module factory into a servable model directory (model.pt2)",
+        description="Import FACTORY (pkg.module:build or path/to/file.py:build), export the "
+        "module it returns with a dynamic batch dimension, compile it with AOTInductor (needs "
+        "a C++ compiler) or keep the exported program, check it against eager on a random "
+        "batch, write model.pt2 and model.json into --out and print the SHA-256 of model.pt2 "
+        "(spec.model.sha256).",
+    )
+    package.add_argument("factory", help="MODULE:FACTORY or FILE.py:FACTORY returning nn.Module")
+    package.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="NAME:DATATYPE:SHAPE",
+        help="one per forward() argument, in order; the batch dimension first: x:FP32:-1,3,32,32",
+    )
+    package.add_argument(
+        "--output", action="append", default=[], metavar="NAME", help="output names, in order"
+    )
+    package.add_argument(
+        "--format", choices=["aot-inductor", "exported-program"], default="aot-inductor"
+    )
+    package.add_argument("--out", type=Path, required=True, metavar="DIR")
+    package.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    package.add_argument("--max-batch-size", type=int, default=1024)
+    package.add_argument("--rtol", type=float, default=1e-4)
+    package.add_argument("--atol", type=float, default=1e-5)
     return parser
 
 
@@ -80,8 +110,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return run(settings)
     except ModelLoadError as error:
+        from ferry_runtime.termination import report_load_failure
+
         print(f"ferry-runtime: {error}", file=sys.stderr)
-        return 1
+        return report_load_failure(str(error))
     except OSError as error:
         print(f"ferry-runtime: {error}", file=sys.stderr)
         return 1
@@ -100,11 +132,38 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package(args: argparse.Namespace) -> int:
+    from ferry_runtime.model.base import ModelLoadError
+    from ferry_runtime.model.package import InputSpec, PackageError, PackageRequest, package_model
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        request = PackageRequest(
+            factory=args.factory,
+            inputs=tuple(InputSpec.parse(text) for text in args.input),
+            out=args.out,
+            format=args.format,
+            outputs=tuple(args.output),
+            device=args.device,
+            max_batch_size=args.max_batch_size,
+            rtol=args.rtol,
+            atol=args.atol,
+        )
+        digest = package_model(request)
+    except (PackageError, ModelLoadError) as error:
+        print(f"ferry-runtime package: {error}", file=sys.stderr)
+        return 1
+    print(digest)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ferry-runtime`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "package":
+        return _package(args)
     return _fetch(args)
 
 

@@ -29,11 +29,11 @@ from ferry_runtime.batching.batcher import Batcher, BatchingOptions
 from ferry_runtime.dataplane import DataPlane
 from ferry_runtime.metrics import Metrics
 from ferry_runtime.model.base import Model, ModelLoadError
-from ferry_runtime.model.config import load_model_config
 from ferry_runtime.protocol.limits import body_limits
 from ferry_runtime.protocol.metadata import PLATFORM
 from ferry_runtime.protocol.types import DynamicBatching, ModelSignature, TensorSpec
 from ferry_runtime.settings import RuntimeSettings
+from ferry_runtime.termination import report_load_failure
 from ferry_runtime.transports import grpc as grpc_transport
 from ferry_runtime.transports import rest as rest_transport
 from ferry_runtime.transports.http_limits import HttpLimits, limited_protocol
@@ -167,9 +167,9 @@ class RuntimeServer:
         if model is not None:
             inputs, outputs, device = model.inputs, model.outputs, model.device
         else:
-            config = load_model_config(settings.model_dir)
-            inputs = tuple(tensor.spec() for tensor in config.inputs)
-            outputs = tuple(tensor.spec() for tensor in config.outputs)
+            from ferry_runtime.model.loader import model_signature_of
+
+            inputs, outputs = model_signature_of(settings.model_dir, settings.model_format)
             device = "cpu" if settings.device == "auto" else settings.device
         self.metrics = Metrics(settings.max_batch_size)
         self.dataplane = DataPlane(model_signature(settings, inputs, outputs, device), self.metrics)
@@ -221,9 +221,10 @@ class RuntimeServer:
             error = loading.exception()
             if isinstance(error, ModelLoadError):
                 log.error("cannot serve the model: %s", error)
+                status = report_load_failure(str(error))
             else:
                 log.error("cannot serve the model", exc_info=error)
-            status = 1
+                status = 1
         elif not loading.done():
             log.warning("stopped while the model was loading")
             loading.cancel()

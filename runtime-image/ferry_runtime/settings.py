@@ -28,7 +28,8 @@ class RuntimeSettings(BaseSettings):
     )
 
     model_dir: Path = Path("/models")
-    """The model directory: ``model.pt`` (TorchScript) and ``model.json`` (tensor config)."""
+    """The model directory: ``model.pt2`` (torch.export program or AOTInductor package) or
+    ``model.pt`` (TorchScript), and ``model.json`` (tensor config; optional for ``model.pt2``)."""
 
     model_name: str = Field(default="model", min_length=1, max_length=256, pattern=r"^[^/\s]+$")
     """The name the model is served under (``/v2/models/{name}``)."""
@@ -36,11 +37,13 @@ class RuntimeSettings(BaseSettings):
     model_version: str = Field(default="1", min_length=1, max_length=256, pattern=r"^[^/\s]+$")
     """The served model version (``/v2/models/{name}/versions/{version}``)."""
 
-    model_format: Literal["torchscript"] = "torchscript"
-    """The model format; ``torchscript`` is the one supported today."""
+    model_format: Literal["auto", "torchscript", "exported-program", "aot-inductor"] = "auto"
+    """``auto`` (from the files), ``torchscript`` (model.pt), ``exported-program`` or
+    ``aot-inductor`` (model.pt2); a format that does not match the files is a load error."""
 
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    """Expected SHA-256 of ``model.pt``; the runtime refuses to serve on a mismatch."""
+    """Expected SHA-256 of the served file (``model.pt2`` or ``model.pt``); the runtime
+    refuses to serve on a mismatch."""
 
     device: Device = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda`` (an error without CUDA)."""

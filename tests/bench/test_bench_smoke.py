@@ -491,3 +491,52 @@ def test_connection_reads_every_body_framing_and_reconnects() -> None:
     results = asyncio.run(scenario())
     assert results == [(200, b"first"), (200, b"second"), (500, b"fail"), (200, b"until-close")]
     assert len(connections) == 2  # reconnected once, after "Connection: close"
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_format_ratios_are_against_torchscript_of_the_same_model() -> None:
+    from bench.formats.report import markdown, with_ratios
+
+    rows = with_ratios(
+        [
+            {
+                "model": "m",
+                "format": "torchscript",
+                "raw": {"1": 100.0, "8": 400.0, "32": 800.0},
+                "served_rps": 1000.0,
+                "served_p99_ms": 10.0,
+            },
+            {
+                "model": "m",
+                "format": "aot-inductor",
+                "raw": {"1": 150.0, "8": 400.0, "32": 400.0},
+                "served_rps": 1500.0,
+                "served_p99_ms": 5.0,
+            },
+            {"model": "m", "format": "torchscript frozen (raw only)", "raw": {"1": 200.0}},
+        ]
+    )
+    aoti = rows[1]
+    assert (aoti["raw_b1_vs_ts"], aoti["raw_b8_vs_ts"], aoti["raw_b32_vs_ts"]) == (1.5, 1.0, 0.5)
+    assert (aoti["served_rps_vs_ts"], aoti["served_p99_vs_ts"]) == (1.5, 0.5)
+    assert rows[2]["raw_b8_vs_ts"] is None
+    assert rows[2]["served_rps_vs_ts"] is None
+    meta = {
+        "started_at": "t",
+        "torch": "2.13.0",
+        "cpu": "c",
+        "server_cpus": "0",
+        "loadgen_cpus": "1",
+        "threads": 1,
+        "concurrency": 32,
+        "max_batch_size": 32,
+        "max_delay_ms": 5.0,
+        "duration_s": 10.0,
+    }
+    table = markdown(rows, meta)
+    assert (
+        "| m | aot-inductor | 150 | 400 | 400 | 1,500 | 5.0 "
+        "| 1.50x / 1.00x / 0.50x | 1.50x | 0.50x |" in table
+    )

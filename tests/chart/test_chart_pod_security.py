@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 import pytest
-from chart_support import ROOT, one, pod_security_restricted_violations, render
+from chart_support import ROOT, one, render
+from pod_security import restricted_violations
 
 VALUES_CASES = [
     (),
@@ -23,7 +24,7 @@ def operator_pod(values_files: tuple[str, ...] = ()) -> dict[str, Any]:
 
 @pytest.mark.parametrize("values_files", VALUES_CASES, ids=lambda v: "+".join(v) or "defaults")
 def test_operator_pod_is_restricted(values_files: tuple[str, ...]) -> None:
-    assert pod_security_restricted_violations(operator_pod(values_files)) == []
+    assert restricted_violations(operator_pod(values_files)) == []
 
 
 def test_operator_container_has_a_read_only_root_and_a_writable_tmp() -> None:
@@ -93,8 +94,8 @@ def test_the_checker_catches_each_violation(change: Any, expected: str | None) -
     pod = operator_pod()
     change(pod)
     if expected is None:  # seccomp removed from the pod, still set on the container: allowed
-        assert pod_security_restricted_violations(pod) == []
+        assert restricted_violations(pod) == []
         pod["containers"][0]["securityContext"].pop("seccompProfile")
         expected = "seccompProfile"
-    problems = pod_security_restricted_violations(pod)
+    problems = restricted_violations(pod)
     assert any(expected in problem for problem in problems), problems

@@ -239,6 +239,8 @@ def test_ha_runs_two_peering_replicas_that_prefer_distinct_nodes() -> None:
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     container = operator_container(manifests)
     assert "--standalone" not in container["args"]
+    # two replicas without peering would both act: refuse to start rather than fall back
+    assert "--require-peering" in container["args"]
     assert container_env(container)["FERRY_PEERING_NAME"] == "ferry-ha"
     anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]

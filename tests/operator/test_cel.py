@@ -36,6 +36,7 @@ RULE_OWNERS: dict[str, type[BaseModel]] = {
     "spec.resources": spec.Resources,
     "spec.batching": spec.Batching,
     "spec.service": spec.ServiceSpec,
+    "spec.rollout": spec.Rollout,
 }
 
 RULES = [
@@ -288,6 +289,55 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
         {"model": S3, "service": {"grpcPort": 8080}},
         "spec.service: httpPort and grpcPort must differ",
     ),
+    (
+        "canary without steps",
+        {"model": S3, "rollout": {"strategy": "Canary"}},
+        "spec.rollout.steps: a Canary rollout needs at least one step",
+    ),
+    (
+        "steps on a rolling update",
+        {"model": S3, "rollout": {"steps": [{"weight": 10}]}},
+        "spec.rollout.steps only apply to the Canary strategy",
+    ),
+    (
+        "weights not increasing",
+        {
+            "model": S3,
+            "rollout": {"strategy": "Canary", "steps": [{"weight": 50}, {"weight": 20}]},
+        },
+        "spec.rollout.steps: weights must increase from step to step",
+    ),
+    (
+        "weights repeated",
+        {
+            "model": S3,
+            "rollout": {"strategy": "Canary", "steps": [{"weight": 20}, {"weight": 20}]},
+        },
+        "spec.rollout.steps: weights must increase from step to step",
+    ),
+    (
+        "last pair out of order",
+        {
+            "model": S3,
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": w} for w in (1, 2, 3, 4, 5, 6, 7, 8, 10, 9)],
+            },
+        },
+        "spec.rollout.steps: weights must increase from step to step",
+    ),
+    (
+        "ten increasing steps",
+        {
+            "model": S3,
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [{"weight": w, "pauseSeconds": 0} for w in range(10, 101, 10)],
+                "analysis": {"maxErrorRatePercent": 0.5, "maxP99LatencyMs": 250},
+            },
+        },
+        None,
+    ),
 ]
 
 
@@ -344,6 +394,13 @@ def _grid() -> list[dict[str, Any]]:
         if limit:
             resources["limits"] = {limit: 1}
         specs.append({"model": S3, "runtime": runtime, "resources": resources})
+    for strategy, weights in itertools.product(
+        ["RollingUpdate", "Canary", None], [[], [10], [10, 50, 100], [50, 10], [30, 30], [100]]
+    ):
+        rollout: dict[str, Any] = {"steps": [{"weight": w} for w in weights]}
+        if strategy is not None:
+            rollout["strategy"] = strategy
+        specs.append({"model": S3, "rollout": rollout})
     for value, value_from, name in itertools.product(
         [None, "", "x"],
         [None, {}, {"secretKeyRef": {"name": "s", "key": "k"}}],

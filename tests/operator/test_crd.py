@@ -100,6 +100,10 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "Model",
         "Desired",
         "Ready-Replicas",
+        "Serving",
+        "Rollout",
+        "Trying",
+        "Weight",
         "URL",
         "Age",
     ]
@@ -120,7 +124,14 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
     }
-    assert all("priority" not in c for n, c in columns.items() if n != "URL")
+    # Which revision serves and how its rollout stands; the one being tried with -o wide.
+    assert columns["Serving"]["jsonPath"] == ".status.rollout.stableRevision"
+    assert columns["Rollout"]["jsonPath"] == ".status.rollout.phase"
+    assert columns["Trying"]["jsonPath"] == ".status.rollout.currentRevision"
+    assert columns["Weight"]["jsonPath"] == ".status.rollout.weight"
+    wide = {"URL", "Trying", "Weight"}
+    assert all(columns[n]["priority"] == 1 for n in wide)
+    assert all("priority" not in c for n, c in columns.items() if n not in wide)
 
 
 def test_printer_columns_point_at_schema_fields(version: dict[str, Any], root: Schema) -> None:
@@ -222,7 +233,9 @@ def test_list_types_for_server_side_apply(root: Schema) -> None:
         "spec.scheduling.tolerations": ("atomic", None),
         "spec.scheduling.topologySpreadConstraints": ("atomic", None),
         "spec.batching.preferredBatchSizes": ("set", None),
+        "spec.rollout.steps": ("atomic", None),
         "status.conditions": ("map", ["type"]),
+        "status.revisions": ("atomic", None),
     }
     # A list-map key must be required (or defaulted) in the item schema, or the API server
     # refuses the CRD.
@@ -244,6 +257,8 @@ def test_status_schema(root: Schema) -> None:
         "selector",
         "url",
         "model",
+        "revisions",
+        "rollout",
     }
     condition = schema_at(root, "status.conditions[]")
     assert condition["required"] == ["type", "status", "reason"]
@@ -299,7 +314,7 @@ def test_kubectl_explain_batching_documents_every_field(root: Schema) -> None:
 
 def test_leaf_defaults_come_from_the_models(root: Schema) -> None:
     assert schema_at(root, "spec.replicas")["default"] == 1
-    assert schema_at(root, "spec.model.format")["default"] == "torchscript"
+    assert schema_at(root, "spec.model.format")["default"] == "auto"
     assert schema_at(root, "spec.model.version")["default"] == "1"
     assert schema_at(root, "spec.runtime.device")["default"] == "auto"
     assert schema_at(root, "spec.runtime.protocols.httpPort")["default"] == 8080
@@ -351,7 +366,12 @@ def test_bounds_enums_and_sizes(root: Schema) -> None:
     assert schema_at(root, "spec.resources.limits.*")["pattern"] == spec.QUANTITY
     assert schema_at(root, "spec.runtime.device")["enum"] == ["auto", "cpu", "cuda"]
     assert schema_at(root, "spec.service.type")["enum"] == ["ClusterIP", "NodePort", "LoadBalancer"]
-    assert schema_at(root, "spec.model.format")["enum"] == ["torchscript"]
+    assert schema_at(root, "spec.model.format")["enum"] == [
+        "auto",
+        "torchscript",
+        "exported-program",
+        "aot-inductor",
+    ]
     assert schema_at(root, "spec.runtime.protocols.httpPort")["minimum"] == 1024
 
 

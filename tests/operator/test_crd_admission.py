@@ -86,7 +86,15 @@ def test_minimal_object_is_fully_defaulted(root: Schema) -> None:
     assert stored["runtime"]["protocols"] == {"httpPort": 8080, "grpcPort": 8081}
     assert stored["batching"]["maxBatchSize"] == 32
     assert stored["service"]["type"] == "ClusterIP"
-    assert stored["rollout"] == {"maxSurge": "25%", "maxUnavailable": 0}
+    assert stored["rollout"] == {
+        "strategy": "RollingUpdate",
+        "maxSurge": "25%",
+        "maxUnavailable": 0,
+        "steps": [],
+        "analysis": {"maxErrorRatePercent": 1.0, "minRequests": 20},
+        "autoRollback": True,
+        "allowSignatureChange": False,
+    }
     assert "autoscaling" not in stored
     assert "gpu" not in stored["resources"]
 

@@ -25,7 +25,7 @@ def test_kopf_keeps_its_bookkeeping_under_ferrys_prefix_and_posts_nothing() -> N
 
 def test_children_and_pods_are_selected_by_the_api_server() -> None:
     selectors = kopf_settings(OperatorSettings()).watching.label_selectors
-    assert len(list(selectors)) == 5  # Deployment, Service, HPA, PDB, Pod
+    assert len(list(selectors)) == 7  # Deployment, Service, HPA, PDB, HTTPRoute, GRPCRoute, Pod
     assert set(selectors.values()) == {"app.kubernetes.io/managed-by=ferry"}
 
 
@@ -113,6 +113,8 @@ def test_registry_watches_every_kind() -> None:
         "ferry_children_services",
         "ferry_children_horizontalpodautoscalers",
         "ferry_children_poddisruptionbudgets",
+        "ferry_children_httproutes",
+        "ferry_children_grpcroutes",
     }
     assert not registry._changing.get_all_handlers()  # no change-tracking handlers: no writes
 

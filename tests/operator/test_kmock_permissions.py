@@ -8,10 +8,15 @@ the mode it ran in. The Helm chart's rules are generated from the same list.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import kopf
+import pytest
 from ferry_operator import constants
 from ferry_operator.cluster import Permission, covered, describe_request, required_permissions
+from ferry_operator.errors import ApiError
+from ferry_operator.handlers import Operator
 
 MD = f"{constants.GROUP}/{constants.VERSION}/{constants.PLURAL}"
 
@@ -98,6 +103,31 @@ async def test_all_namespaces_with_peering(kube: Any) -> None:
     assert ("kopf.dev", "clusterkopfpeerings", "patch") in exercised  # Kopf's keep-alive
     assert uncovered(kube, 0, required_permissions(clusterwide=True, standalone=False)) == []
     assert uncovered(kube, 0, required_permissions(clusterwide=True, standalone=True)) != []
+
+
+async def test_without_the_peering_crd_it_warns_and_runs_standalone(
+    kube: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kopf's convention: a plain cluster (no kopf.dev CRD) gets a standalone operator."""
+    kube.server.fail("POST", "/apis/kopf.dev/", 404)  # what an API server without the CRD says
+    async with kube.operator(kube.settings(standalone=False)) as running:
+        assert running.operator.settings.standalone
+        await exercise(kube)
+    assert any("NO PEERING" in record.getMessage() for record in caplog.records)
+    peering = [(r.method, r.path) for r in kube.sent() if "kopf.dev" in r.path]
+    assert peering == [("POST", "/apis/kopf.dev/v1/clusterkopfpeerings")]  # the probe, once
+    assert uncovered(kube, 0, required_permissions(clusterwide=True, standalone=False)) == []
+
+
+async def test_without_the_peering_crd_required_peering_refuses_to_start(kube: Any) -> None:
+    kube.server.fail("POST", "/apis/kopf.dev/", 404)
+    operator = Operator(
+        kube.settings(standalone=False, require_peering=True),
+        login=lambda: kopf.ConnectionInfo(server=str(kube.server.url).rstrip("/")),
+        identity="test-operator",
+    )
+    with pytest.raises(ApiError, match="peering CRD"):
+        await asyncio.wait_for(operator.run(stop_flag=asyncio.Event()), timeout=15)
 
 
 async def test_some_namespaces_with_peering(kube: Any) -> None:

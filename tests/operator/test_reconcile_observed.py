@@ -81,10 +81,14 @@ def test_owner_and_pod_snapshots() -> None:
         {
             "metadata": {"name": "p", "namespace": "n"},
             "spec": {"containers": []},
-            "status": {"phase": "Running", "podIP": "1.2.3.4"},
+            "status": {"phase": "Running", "podIP": "10.244.0.7", "hostIP": "1.2.3.4"},
         }
     )
-    assert pod == {"metadata": {"name": "p", "namespace": "n"}, "status": {"phase": "Running"}}
+    # The pod IP stays: canary analysis reads the pod's /metrics there.
+    assert pod == {
+        "metadata": {"name": "p", "namespace": "n"},
+        "status": {"phase": "Running", "podIP": "10.244.0.7"},
+    }
 
 
 def test_owner_mapping() -> None:

@@ -85,12 +85,20 @@ def test_minimal_spec_renders_deployment_and_service_in_order() -> None:
     ]
 
 
-def test_full_spec_renders_all_four_kinds_in_child_kinds_order() -> None:
+def test_full_spec_renders_every_kind_in_child_kinds_order() -> None:
     children = render_children(
-        make_md({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}), OPTIONS
+        make_md(
+            {
+                "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
+                "rollout": {"gateway": {"name": "edge"}},
+            }
+        ),
+        OPTIONS,
     )
     rendered = [(c["apiVersion"], c["kind"]) for c in children]
-    assert rendered == [(kind.api_version, kind.kind) for kind in CHILD_KINDS]
+    # The Service of the revision (a route backend) follows the HPA and PDB.
+    kinds = [(kind.api_version, kind.kind) for kind in CHILD_KINDS]
+    assert rendered == [*kinds[:4], ("v1", "Service"), *kinds[4:]]
 
 
 def test_child_kinds_are_distinct_and_plural() -> None:
@@ -99,7 +107,13 @@ def test_child_kinds_are_distinct_and_plural() -> None:
         api_version, name, plural = kind  # unpacks as a tuple too
         assert plural == name.lower() + "s"
         assert kind.version == api_version.rpartition("/")[2]
-    assert {k.group for k in CHILD_KINDS} == {"apps", "", "autoscaling", "policy"}
+    assert {k.group for k in CHILD_KINDS} == {
+        "apps",
+        "",
+        "autoscaling",
+        "policy",
+        "gateway.networking.k8s.io",
+    }
 
 
 @pytest.mark.parametrize(
@@ -117,12 +131,16 @@ def test_every_child_is_labelled_owned_and_free_of_kopf_annotations(spec: dict[s
         meta = child["metadata"]
         assert meta["name"] == "demo"
         assert meta["namespace"] == "models"
+        revision = {}
+        if child["kind"] == "Deployment":  # the revision it runs (see test_render_revisions)
+            revision = {constants.LABEL_REVISION: meta["labels"][constants.LABEL_REVISION]}
         assert meta["labels"] == {
             constants.LABEL_NAME: constants.APP_NAME,
             constants.LABEL_INSTANCE: "demo",
             constants.LABEL_MANAGED_BY: "ferry",
             constants.LABEL_COMPONENT: constants.COMPONENT,
             constants.LABEL_MODEL_DEPLOYMENT: "demo",
+            **revision,
         }
         assert meta["ownerReferences"] == [
             {
@@ -134,9 +152,12 @@ def test_every_child_is_labelled_owned_and_free_of_kopf_annotations(spec: dict[s
                 "blockOwnerDeletion": True,
             }
         ]
-        for key in meta.get("annotations", {}):
+        ferry_annotations = {constants.TEMPLATE_ANNOTATION}
+        for key in set(meta.get("annotations", {})) - ferry_annotations:
             assert not key.startswith(("kopf.", constants.KOPF_ANNOTATIONS_PREFIX)), key
-        if child["kind"] != "Service":
+        if child["kind"] == "Deployment":
+            assert set(meta["annotations"]) == ferry_annotations
+        elif child["kind"] != "Service":
             assert "annotations" not in meta
 
 
@@ -145,7 +166,12 @@ def test_selectors_are_one_stable_subset_of_the_pod_labels() -> None:
     children = {c["kind"]: c for c in render_children(md, OPTIONS)}
     selector = selector_labels(md)
     template_labels = children["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert template_labels == child_labels(md)
+    assert template_labels == {
+        **child_labels(md),
+        constants.LABEL_REVISION: children["Deployment"]["metadata"]["labels"][
+            constants.LABEL_REVISION
+        ],
+    }
     assert selector.items() <= template_labels.items()
     assert constants.LABEL_MANAGED_BY not in selector  # selectors stay minimal and stable
     assert children["Deployment"]["spec"]["selector"] == {"matchLabels": selector}
@@ -329,7 +355,13 @@ def test_runtime_env_carries_the_spec() -> None:
     sha = "a" * 64
     md = make_md(
         {
-            "model": {"uri": HTTP_URI, "sha256": sha, "name": "served", "version": "7"},
+            "model": {
+                "uri": HTTP_URI,
+                "sha256": sha,
+                "name": "served",
+                "version": "7",
+                "format": "aot-inductor",
+            },
             "runtime": {"device": "cpu", "threads": 3},
             "batching": {
                 "enabled": False,
@@ -347,7 +379,7 @@ def test_runtime_env_carries_the_spec() -> None:
         "FERRY_RUNTIME_MODEL_DIR": "/models",
         "FERRY_RUNTIME_MODEL_NAME": "served",
         "FERRY_RUNTIME_MODEL_VERSION": "7",
-        "FERRY_RUNTIME_MODEL_FORMAT": "torchscript",
+        "FERRY_RUNTIME_MODEL_FORMAT": "aot-inductor",
         "FERRY_RUNTIME_MODEL_SHA256": sha,
         "FERRY_RUNTIME_DEVICE": "cpu",
         "FERRY_RUNTIME_THREADS": "3",
@@ -777,3 +809,19 @@ def test_children_keys_are_sorted_at_every_level() -> None:
 
     for child in render_children(md, OPTIONS):
         check(child)
+
+
+@pytest.mark.parametrize(
+    "model_format", ["auto", "torchscript", "exported-program", "aot-inductor"]
+)
+def test_every_model_format_reaches_the_runtime(model_format: str) -> None:
+    md = make_md({"model": {"uri": HTTP_URI, "format": model_format}})
+    (deployment, *_) = render_children(md, RenderOptions())
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    assert env["FERRY_RUNTIME_MODEL_FORMAT"] == model_format
+
+
+def test_the_model_format_defaults_to_auto() -> None:
+    (deployment, *_) = render_children(make_md({"model": {"uri": HTTP_URI}}), RenderOptions())
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    assert env["FERRY_RUNTIME_MODEL_FORMAT"] == "auto"

@@ -67,3 +67,12 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_setting_is_documented() -> None:
     for name, field in OperatorSettings.model_fields.items():
         assert field.description, f"{name} has no docstring"
+
+
+def test_standalone_and_required_peering_exclude_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FERRY_REQUIRE_PEERING", "true")
+    assert OperatorSettings().require_peering
+    with pytest.raises(pydantic.ValidationError, match="exclude each other"):
+        OperatorSettings().with_overrides(standalone=True)

@@ -201,3 +201,19 @@ def _no_extra(schema: dict[str, Any]) -> dict[str, Any]:
     if "items" in result:
         result["items"] = _no_extra(result["items"])
     return result
+
+
+def test_autoscaled_is_not_ready_below_min_replicas() -> None:
+    """The Deployment starts at 1 replica (Ferry leaves the count to the HPA); until the HPA's
+    first sync raises it to minReplicas, the ModelDeployment is not Ready (seen on a real
+    cluster: Ready with 1 of minReplicas 2)."""
+    counts = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    one_of_one = {  # the count is the HPA's: no spec.replicas, so the Deployment runs 1
+        **READY_DEPLOYMENT,
+        "spec": {},
+        "status": {"observedGeneration": 2, **counts},
+    }
+    status = compute_status(Observation(2, deployment=one_of_one, min_replicas=2), None, "T")
+    assert _conditions(status)["Ready"]["status"] == "False"
+    ready = compute_status(Observation(2, deployment=one_of_one, min_replicas=1), None, "T")
+    assert _conditions(ready)["Ready"]["status"] == "True"

@@ -79,3 +79,23 @@ def test_image_pull_beats_a_crash_loop_in_another_pod() -> None:
     deployment = _load(OBSERVED / "crashloop.yaml")["deployment"]
     verdict = assess(Observation(generation=1, deployment=deployment, pods=crash + pull))
     assert verdict.ready[1] == "ImagePullBackOff"
+
+
+def test_a_runtime_load_failure_is_one_warning_event_with_the_runtimes_message() -> None:
+    from ferry_operator.events import notices
+
+    case = _load(OBSERVED / "runtime-model-load-failed.yaml")
+    status = compute_status(_observation(case), None, NOW)
+    (event,) = notices(None, status)
+    assert (event.type, event.reason) == ("Warning", "ModelLoadFailed")
+    assert "is an AOTInductor package: set the format to aot-inductor" in event.message
+    again = compute_status(_observation(case), status, NOW)
+    assert notices(status, again) == []
+
+
+def test_a_server_that_loaded_after_an_earlier_load_failure_is_not_reported() -> None:
+    case = _load(OBSERVED / "runtime-model-load-failed.yaml")
+    container = case["pods"][0]["status"]["containerStatuses"][0]
+    container.update(ready=True, started=True, state={"running": {}})
+    verdict = assess(_observation(case))
+    assert verdict.ready[1] != "ModelLoadFailed"

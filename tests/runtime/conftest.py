@@ -63,3 +63,17 @@ def runtime_server(
 ) -> RunningServer:
     """A server for the default model (``INPUT__0`` FP32 [4] → ``OUTPUT__0`` = 2x + 1)."""
     return start_server(model_dir_factory())
+
+
+@pytest.fixture(scope="session")
+def pt2_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny model packaged once per session in both PyTorch 2 formats (AOTInductor
+    compiles C++: tens of seconds on two cores, so every test shares these directories)."""
+    from pt2_helpers import package_dir
+
+    root = tmp_path_factory.mktemp("pt2")
+    dirs = {}
+    for model_format in ("exported-program", "aot-inductor"):
+        dirs[model_format] = root / model_format
+        package_dir(dirs[model_format], model_format)
+    return dirs

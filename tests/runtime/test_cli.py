@@ -60,12 +60,16 @@ def test_serve_refuses_bad_settings_with_status_2(
     assert "max_batch_size" in capsys.readouterr().err
 
 
-def test_serve_without_a_model_ends_with_status_1(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_serve_without_a_model_ends_with_the_load_failure_status(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    termination_log = tmp_path / "termination-log"
+    termination_log.write_text("")
+    monkeypatch.setenv("FERRY_RUNTIME_TERMINATION_LOG", str(termination_log))
     status = cli.main(["serve", "--model-dir", str(tmp_path / "none"), "--http-port", "0"])
-    assert status == 1
-    assert "model.json not found" in capsys.readouterr().err
+    assert status == 3
+    assert "does not exist" in capsys.readouterr().err
+    assert termination_log.read_text().startswith("model load failed: model directory")
 
 
 def test_serve_help_lists_the_overrides(capsys: pytest.CaptureFixture[str]) -> None:

@@ -192,7 +192,7 @@ def test_transient_503_is_retried_with_backoff(
 
 def test_missing_model_json_is_a_clear_error(server: ModelHttpServer, tmp_path: Path) -> None:
     with pytest.raises(
-        FetchError, match=r"no model\.json found \(the top level holds: model\.pt\)"
+        FetchError, match=r"no model\.json or model\.pt2 found \(the top level holds: model\.pt\)"
     ):
         fetch_model(server.url("/models/nojson.tar.gz"), tmp_path / "m", retry=FAST_RETRY)
     assert list((tmp_path / "m").iterdir()) == []

@@ -68,8 +68,8 @@ def test_directory_link_loop_is_refused(model_dir: Path, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        ({"model.pt": b"x"}, r"no model\.json found"),
-        ({"model.json": b"{}"}, r"no model\.pt beside model\.json"),
+        ({"model.pt": b"x"}, r"no model\.json or model\.pt2 found"),
+        ({"model.json": b"{}"}, r"no model\.pt2 or model\.pt beside model\.json"),
         ({"model.json": b"[1]", "model.pt": b"x"}, "must hold a JSON object"),
         ({"model.json": b"{oops", "model.pt": b"x"}, "is not valid JSON"),
     ],

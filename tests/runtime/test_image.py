@@ -5,7 +5,9 @@ and a few minutes. docs/runtime-image.md has the manual steps and timings. The c
 the way the operator's pods do: non-root uid 10001, read-only root filesystem with a tmpfs
 /tmp, all capabilities dropped, no privilege escalation; `fetch` (the init container) fills a
 model directory over HTTP, then `serve` serves it read-only, answers inference, and exits
-cleanly on SIGTERM (`docker stop`).
+cleanly on SIGTERM (`docker stop`). An AOTInductor package (`model.pt2`, made by
+`ferry-runtime package` on the host) is served the same way: the image has no compiler and
+needs none, and the compiled library is extracted to the tmpfs /tmp only.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ UID = "10001"
 POD_LIKE = [
     "--read-only",
     "--tmpfs",
-    "/tmp:rw,nosuid,nodev,mode=1777",
+    # exec: like the pod's /tmp emptyDir (docker's tmpfs default is noexec, Kubernetes'
+    # emptyDir is not); AOTInductor packages dlopen their library from there.
+    "/tmp:rw,exec,nosuid,nodev,mode=1777",
     "--user",
     f"{UID}:{UID}",
     "--cap-drop",
@@ -271,3 +275,140 @@ def test_fetch_then_serve_read_only_then_drain_on_sigterm(
     assert not state["OOMKilled"]
     assert stop_took < 25, f"docker stop took {stop_took:.1f}s: SIGTERM was not handled"
     print(f"stopped cleanly in {stop_took:.1f}s")
+
+
+def wait_ready(engine: dict[str, str], container_name: str, base: str, seconds: float) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        state = docker(engine, "inspect", "--format", "{{.State.Running}}", container_name)
+        if state.stdout.strip() != "true":
+            logs = docker(engine, "logs", container_name, check=False)
+            pytest.fail(f"the container exited before it was ready:\n{logs.stdout}{logs.stderr}")
+        try:
+            if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                print(f"ready {time.monotonic() - started:.1f}s after docker run")
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    logs = docker(engine, "logs", container_name, check=False)
+    pytest.fail(f"not ready after {seconds:.0f}s:\n{logs.stdout}{logs.stderr}")
+
+
+def test_the_image_has_no_compiler(engine: dict[str, str], image: str) -> None:
+    probe = docker(
+        engine,
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "command -v c++ g++ gcc cc clang; "
+        "test -d /opt/ferry/lib/python3*/site-packages/torch/include",
+        check=False,
+    )
+    assert probe.stdout.strip() == "", f"a compiler is in the image: {probe.stdout}"
+    assert probe.returncode != 0  # and torch's C++ headers are trimmed
+
+
+def test_serves_an_aot_inductor_package_read_only_as_non_root(
+    engine: dict[str, str],
+    image: str,
+    pt2_dirs: dict[str, Path],
+    tmp_path: Path,
+    container_name: str,
+) -> None:
+    import torch
+    from pt2_helpers import IN_FEATURES, eager
+
+    models = tmp_path / "models"
+    shutil.copytree(pt2_dirs["aot-inductor"], models)
+    (models / "model.json").unlink()  # the package's own signature is enough
+    for path in (models, *models.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    digest = file_sha256(models / "model.pt2")
+    http_port, grpc_port = free_port(), free_port()
+    docker(
+        engine,
+        "run",
+        "--detach",
+        "--name",
+        container_name,
+        *POD_LIKE,
+        "-v",
+        f"{models}:/models:ro",
+        "-e",
+        "FERRY_RUNTIME_HOST=127.0.0.1",
+        "-e",
+        f"FERRY_RUNTIME_HTTP_PORT={http_port}",
+        "-e",
+        f"FERRY_RUNTIME_GRPC_PORT={grpc_port}",
+        "-e",
+        f"FERRY_RUNTIME_MODEL_SHA256={digest}",
+        "-e",
+        "FERRY_RUNTIME_MODEL_FORMAT=aot-inductor",
+        image,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    wait_ready(engine, container_name, base, 180)
+    rows = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
+    reply = httpx.post(
+        f"{base}/v2/models/model/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [2, IN_FEATURES],
+                    "data": [x for row in rows for x in row],
+                }
+            ]
+        },
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    outputs = {output["name"]: output for output in reply.json()["outputs"]}
+    scores, total = eager(torch.tensor(rows))
+    assert torch.allclose(torch.tensor(outputs["scores"]["data"]).reshape(2, 3), scores, atol=1e-5)
+    assert torch.allclose(torch.tensor(outputs["total"]["data"]).reshape(2, 1), total, atol=1e-5)
+    logs = docker(engine, "logs", container_name, check=False)
+    assert "(aot-inductor)" in logs.stdout + logs.stderr
+    docker(engine, "stop", "--time", "30", container_name, timeout=60)
+    state = json.loads(docker(engine, "inspect", container_name).stdout)[0]["State"]
+    assert state["ExitCode"] == 0
+
+
+def test_a_format_that_does_not_match_exits_with_the_load_failure_status(
+    engine: dict[str, str],
+    image: str,
+    pt2_dirs: dict[str, Path],
+    tmp_path: Path,
+    container_name: str,
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(pt2_dirs["aot-inductor"], models)
+    for path in (models, *models.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    run = docker(
+        engine,
+        "run",
+        "--name",
+        container_name,
+        *POD_LIKE,
+        "-v",
+        f"{models}:/models:ro",
+        "-e",
+        "FERRY_RUNTIME_HTTP_PORT=0",
+        "-e",
+        "FERRY_RUNTIME_GRPC_PORT=0",
+        "-e",
+        "FERRY_RUNTIME_HOST=127.0.0.1",
+        "-e",
+        "FERRY_RUNTIME_MODEL_FORMAT=exported-program",
+        image,
+        check=False,
+        timeout=180,
+    )
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "is an AOTInductor package: set the format to aot-inductor" in run.stderr + run.stdout

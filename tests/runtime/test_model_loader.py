@@ -69,6 +69,7 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     (directory / "model.pt").unlink()
     with pytest.raises(ModelLoadError, match=r"model\.pt not found"):
         load_model(LoadOptions(model_dir=directory))
+    directory = write_model_dir(tmp_path / "m2")
     (directory / "model.json").unlink()
     with pytest.raises(ModelLoadError, match=r"model\.json not found"):
         load_model(LoadOptions(model_dir=directory))

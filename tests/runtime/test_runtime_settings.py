@@ -23,7 +23,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.model_dir == Path("/models")
     assert settings.model_name == "model"
     assert settings.model_version == "1"
-    assert settings.model_format == "torchscript"
+    assert settings.model_format == "auto"
     assert settings.model_sha256 is None
     assert settings.device == "auto"
     assert settings.threads == 0

@@ -15,12 +15,15 @@ from ferry_operator.render.hpa import render_hpa
 from ferry_operator.render.names import child_name
 from ferry_operator.render.options import RenderOptions
 from ferry_operator.render.pdb import render_pdb
+from ferry_operator.render.revision import Layout, single_layout
+from ferry_operator.render.routes import render_revision_service, render_routes
 from ferry_operator.render.service import render_service
 from ferry_operator.spec import ModelDeployment
 
 __all__ = [
     "CHILD_KINDS",
     "ChildKind",
+    "Layout",
     "RenderError",
     "RenderOptions",
     "child_name",
@@ -52,18 +55,29 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     ChildKind("v1", "Service", "services"),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
+    ChildKind("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes"),
 )
 """Every kind :func:`render_children` can return, in apply order, so the reconciler can prune
 kinds a spec no longer asks for (e.g. the HPA after autoscaling is turned off)."""
 
 
-def render_children(md: ModelDeployment, options: RenderOptions) -> list[dict[str, Any]]:
-    """Deployment, Service, then the HPA (with autoscaling) and the PDB (when more than one
-    replica can run). Raises :class:`RenderError` for a spec Ferry cannot serve."""
-    children = [render_deployment(md, options), render_service(md, options)]
-    for optional in (render_hpa(md, options), render_pdb(md, options)):
+def render_children(
+    md: ModelDeployment, options: RenderOptions, layout: Layout | None = None
+) -> list[dict[str, Any]]:
+    """The Deployment(s) of ``layout`` (by default one, running the spec's revision), the
+    Service selecting them all, then the HPA (with autoscaling), the PDB (when more than one
+    replica can run) and, with a Gateway, a Service per revision and the weighted HTTPRoute and
+    GRPCRoute. Raises :class:`RenderError` for a spec Ferry cannot serve."""
+    layout = layout or single_layout(md, options)
+    children = [render_deployment(md, options, revision) for revision in layout.deployments]
+    children.append(render_service(md, options))
+    for optional in (render_hpa(md, options, layout.hpa_target), render_pdb(md, options)):
         if optional is not None:
             children.append(optional)
+    if md.spec.rollout.gateway is not None:
+        children += [render_revision_service(md, options, b.revision) for b in layout.routes]
+        children += render_routes(md, options, layout.routes)
     return [_canonical(child) for child in children]
 
 

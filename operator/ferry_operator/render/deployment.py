@@ -12,6 +12,12 @@ from ferry_operator.render.labels import child_labels, selector_labels
 from ferry_operator.render.meta import child_metadata
 from ferry_operator.render.model_delivery import model_delivery
 from ferry_operator.render.options import RenderOptions
+from ferry_operator.render.revision import (
+    RevisionDeployment,
+    single_layout,
+    template_json,
+    with_template,
+)
 from ferry_operator.render.security import container_security_context, pod_security_context
 from ferry_operator.spec import ModelDeployment, Resources, Toleration
 
@@ -32,26 +38,40 @@ _GPU_TOLERATION: dict[str, Any] = {
 _SPREAD_REQUIRED = ("maxSkew", "topologyKey", "whenUnsatisfiable")
 
 
-def render_deployment(md: ModelDeployment, options: RenderOptions) -> dict[str, Any]:
-    """apps/v1 Deployment. ``replicas`` is left out when an HPA owns the count."""
+def render_deployment(
+    md: ModelDeployment, options: RenderOptions, revision: RevisionDeployment | None = None
+) -> dict[str, Any]:
+    """apps/v1 Deployment running one revision (by default the spec's, under the
+    ModelDeployment's own name). ``replicas`` is left out when an HPA owns the count."""
+    if revision is None:
+        revision = single_layout(md, options).deployments[0]
+    served = with_template(md, revision.template)
+    labels = {**child_labels(md), constants.LABEL_REVISION: revision.revision}
+    selector = dict(selector_labels(md))
+    if revision.track is not None:
+        selector[constants.LABEL_TRACK] = revision.track
+        labels[constants.LABEL_TRACK] = revision.track
     spec: dict[str, Any] = {}
-    if md.spec.autoscaling is None:
-        spec["replicas"] = md.spec.replicas
+    if revision.replicas is not None:
+        spec["replicas"] = revision.replicas
     spec.update(
         {
-            "selector": {"matchLabels": selector_labels(md)},
+            "selector": {"matchLabels": selector},
             "strategy": _strategy(md),
             "revisionHistoryLimit": options.revision_history_limit,
             "progressDeadlineSeconds": options.progress_deadline_seconds,
-            "template": _pod_template(md, options),
+            "template": _pod_template(served, options, labels),
         }
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": child_metadata(md, options),
-        "spec": spec,
-    }
+    annotations = {constants.TEMPLATE_ANNOTATION: template_json(revision.template)}
+    if revision.rollback_template is not None:
+        annotations[constants.ROLLBACK_TEMPLATE_ANNOTATION] = template_json(
+            revision.rollback_template
+        )
+    metadata = child_metadata(md, options, annotations=annotations)
+    metadata["name"] = revision.name
+    metadata["labels"] = labels
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
 
 
 def _is_zero(value: int | str) -> bool:
@@ -75,7 +95,9 @@ def _strategy(md: ModelDeployment) -> dict[str, Any]:
     }
 
 
-def _pod_template(md: ModelDeployment, options: RenderOptions) -> dict[str, Any]:
+def _pod_template(
+    md: ModelDeployment, options: RenderOptions, labels: dict[str, str]
+) -> dict[str, Any]:
     runtime = md.spec.runtime
     image = runtime.image or options.runtime_image
     resources = server_resources(md.spec.resources)
@@ -140,7 +162,7 @@ def _pod_template(md: ModelDeployment, options: RenderOptions) -> dict[str, Any]
     pod.update(_scheduling(md))
     return {
         "metadata": {
-            "labels": child_labels(md),
+            "labels": labels,
             "annotations": {
                 "kubectl.kubernetes.io/default-container": SERVER_CONTAINER,
                 "prometheus.io/scrape": "true",

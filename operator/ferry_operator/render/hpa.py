@@ -10,8 +10,11 @@ from ferry_operator.render.options import RenderOptions
 from ferry_operator.spec import ModelDeployment
 
 
-def render_hpa(md: ModelDeployment, options: RenderOptions) -> dict[str, Any] | None:
-    """autoscaling/v2 HPA on the Deployment's CPU utilisation; ``None`` without autoscaling.
+def render_hpa(
+    md: ModelDeployment, options: RenderOptions, target: str | None = None
+) -> dict[str, Any] | None:
+    """autoscaling/v2 HPA on the ``target`` Deployment's (by default the ModelDeployment's
+    own) CPU utilisation; ``None`` without autoscaling.
 
     Utilisation is a percentage of the CPU request. When ``resources.requests.cpu`` is unset
     the HPA is still rendered (a namespace LimitRange may supply a default request), and
@@ -28,7 +31,7 @@ def render_hpa(md: ModelDeployment, options: RenderOptions) -> dict[str, Any] | 
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "name": child_name(md),
+                "name": target or child_name(md),
             },
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,

@@ -27,21 +27,27 @@ def render_service(md: ModelDeployment, options: RenderOptions) -> dict[str, Any
         "spec": {
             "type": service.type,
             "selector": selector_labels(md),
-            "ports": [
-                {
-                    "name": HTTP_PORT_NAME,
-                    "port": service.http_port,
-                    "targetPort": HTTP_PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
-                {
-                    "name": GRPC_PORT_NAME,
-                    "port": service.grpc_port,
-                    "targetPort": GRPC_PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": GRPC_APP_PROTOCOL,
-                },
-            ],
+            "ports": service_ports(md),
         },
     }
+
+
+def service_ports(md: ModelDeployment) -> list[dict[str, Any]]:
+    """The named ``http`` and ``grpc`` ports (targeting the container ports by name)."""
+    service = md.spec.service
+    return [
+        {
+            "name": HTTP_PORT_NAME,
+            "port": service.http_port,
+            "targetPort": HTTP_PORT_NAME,
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+        {
+            "name": GRPC_PORT_NAME,
+            "port": service.grpc_port,
+            "targetPort": GRPC_PORT_NAME,
+            "protocol": "TCP",
+            "appProtocol": GRPC_APP_PROTOCOL,
+        },
+    ]

@@ -65,8 +65,9 @@ def fetch_model(
 ) -> Path:
     """Fetch the model at ``uri`` into ``dest`` and return ``dest``.
 
-    ``sha256`` is the expected digest of ``model.pt``. A re-run over a directory that a
-    previous fetch of the same URI (and digest) completed does nothing.
+    ``sha256`` is the expected digest of the served file (``model.pt2``, else ``model.pt``).
+    A re-run over a directory that a previous fetch of the same URI (and digest) completed
+    does nothing.
     Raises ``FetchError`` with a message for the user.
     """
     source = parse_model_uri(uri)
@@ -111,10 +112,11 @@ def _fetch_into(
         _materialize(source, staging, tree, ByteBudget(limits, source=shown), retry)
         root = placement.find_model_root(tree, shown)
         placement.check_model_files(root, shown)
-        actual = file_sha256(root / placement.MODEL_FILE)
+        served = placement.served_file(root)
+        actual = file_sha256(served)
         if expected is not None and not digests_match(expected, actual):
             raise FetchError(
-                f"sha256 mismatch for {placement.MODEL_FILE} from {shown}: expected "
+                f"sha256 mismatch for {served.name} from {shown}: expected "
                 f"{expected}, got {actual}; nothing was installed"
             )
         record = placement.CompletionRecord(
@@ -127,7 +129,7 @@ def _fetch_into(
     finally:
         remove_tree(staging)
     log.info(
-        "fetched %s into %s in %.1fs (model.pt sha256 %s)",
+        "fetched %s into %s in %.1fs (sha256 of the model file %s)",
         shown,
         target,
         time.monotonic() - started,

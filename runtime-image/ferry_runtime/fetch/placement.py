@@ -27,6 +27,7 @@ JOURNAL = ".ferry-incomplete"
 STAGING_PREFIX = ".ferry-staging-"
 RESERVED_PREFIX = ".ferry-"
 MODEL_FILE = "model.pt"
+PT2_FILE = "model.pt2"
 CONFIG_FILE = "model.json"
 _IGNORED = frozenset({"lost+found"})
 
@@ -45,7 +46,7 @@ class CompletionRecord:
     source_id: str
     """``source_id(uri)``: compared on re-runs."""
     sha256: str
-    """Digest of ``model.pt`` as installed."""
+    """Digest of the served file (``model.pt2``, else ``model.pt``) as installed."""
     entries: tuple[str, ...]
     """Top-level names in DIR that this fetch installed."""
 
@@ -93,7 +94,7 @@ def is_complete(dest: Path, uri: str, expected_sha256: str | None) -> bool:
         return False
     if expected_sha256 is None:
         return True
-    model = dest / MODEL_FILE
+    model = served_file(dest)
     return (
         digests_match(expected_sha256, record.sha256)
         and model.is_file()
@@ -147,32 +148,43 @@ def new_staging(dest: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
 
 
+def served_file(root: Path) -> Path:
+    """The file whose digest ``sha256`` names: ``model.pt2`` when present, else ``model.pt``."""
+    return root / PT2_FILE if (root / PT2_FILE).exists() else root / MODEL_FILE
+
+
+def _is_model_root(path: Path) -> bool:
+    return any((path / name).exists() for name in (CONFIG_FILE, PT2_FILE))
+
+
 def find_model_root(tree: Path, what: str) -> Path:
-    """Return the directory holding ``model.json``: the tree itself or its single subdir."""
-    if (tree / CONFIG_FILE).exists():
+    """Return the directory holding the model: the tree itself or its single subdir."""
+    if _is_model_root(tree):
         return tree
     children = [child for child in tree.iterdir() if not child.name.startswith(RESERVED_PREFIX)]
     if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
         nested = children[0]
-        if (nested / CONFIG_FILE).exists():
+        if _is_model_root(nested):
             return nested
     shown = ", ".join(sorted(child.name for child in children)[:10]) or "nothing"
     raise FetchError(
-        f"{what}: no {CONFIG_FILE} found (the top level holds: {shown}); a model directory "
-        f"needs {MODEL_FILE} and {CONFIG_FILE} (docs/contracts.md)"
+        f"{what}: no {CONFIG_FILE} or {PT2_FILE} found (the top level holds: {shown}); a model "
+        f"directory holds {PT2_FILE} (model.json optional) or {MODEL_FILE} and {CONFIG_FILE} "
+        "(docs/contracts.md)"
     )
 
 
 def check_model_files(root: Path, what: str) -> None:
-    """Fail early when ``model.json`` is not a JSON object or ``model.pt`` is missing."""
-    try:
-        config = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise FetchError(f"{what}: {CONFIG_FILE} is not valid JSON ({error})") from error
-    if not isinstance(config, dict):
-        raise FetchError(f"{what}: {CONFIG_FILE} must hold a JSON object")
-    if not (root / MODEL_FILE).is_file():
-        raise FetchError(f"{what}: no {MODEL_FILE} beside {CONFIG_FILE}")
+    """Fail early when ``model.json`` is not a JSON object or the model file is missing."""
+    if (root / CONFIG_FILE).exists():
+        try:
+            config = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise FetchError(f"{what}: {CONFIG_FILE} is not valid JSON ({error})") from error
+        if not isinstance(config, dict):
+            raise FetchError(f"{what}: {CONFIG_FILE} must hold a JSON object")
+    if not (root / PT2_FILE).is_file() and not (root / MODEL_FILE).is_file():
+        raise FetchError(f"{what}: no {PT2_FILE} or {MODEL_FILE} beside {CONFIG_FILE}")
 
 
 def install(dest: Path, root: Path, record: CompletionRecord, owned: set[str]) -> None:
