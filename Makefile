@@ -25,7 +25,7 @@ test: venv ## the whole default suite: lint, types, layering, then pytest (no cl
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
 
-fuzz: venv ## opt-in: the property-based fuzz tests with many random examples (~10-20 minutes)
+fuzz: venv ## opt-in: the property-based fuzz tests with 1500 random examples each (several minutes)
 	FERRY_HYPOTHESIS_PROFILE=ferry-fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/runtime/test_fuzz.py
 
 crd: venv ## regenerate crds/ and the chart's copy from the spec models
