@@ -278,7 +278,8 @@ def run_grpc_floor(run: Run) -> None:
 
 
 def run_perf_analyzer(run: Run, server: Server, model: str) -> None:
-    """perf_analyzer points the plan names for this Ferry server."""
+    """perf_analyzer points the plan names for this server (Ferry, and Triton with the same
+    batching label)."""
     points = [p for p in run.plan.perf_analyzer if p[0] == model and p[1] == server.batch.label]
     if not points:
         return
@@ -287,16 +288,19 @@ def run_perf_analyzer(run: Run, server: Server, model: str) -> None:
         run.skipped.append("perf_analyzer: venv missing")
         return
     for _, _, protocol, concurrency in points:
-        endpoint = server.endpoints[model][protocol]
+        # "grpc-stream": perf_analyzer --streaming over the gRPC endpoint (ModelStreamInfer)
+        transport = "grpc" if protocol == perfanalyzer.GRPC_STREAM else protocol
+        endpoint = server.endpoints[model][transport]
         result = perfanalyzer.run(
             venv,
             model,
-            protocol,
+            transport,
             endpoint.port,
             concurrency=concurrency,
             cpus=run.loadgen_cpus,
             interval_ms=run.plan.perf_interval_ms,
             timeout_s=run.plan.perf_interval_ms / 1000 * 8 + 30,
+            streaming=protocol == perfanalyzer.GRPC_STREAM,
         )
         row = {
             "series": server.series,
@@ -449,8 +453,15 @@ def run_single_model_peer(
                 logs=run.logs,
             )
 
+        def after(server: Server, model: str = model) -> None:
+            run_perf_analyzer(run, server, model)
+
         _start_and_exercise(
-            run, report.series_name(name, batch.label) + f" [{model}]", start, [model]
+            run,
+            report.series_name(name, batch.label) + f" [{model}]",
+            start,
+            [model],
+            after if name == "triton" else None,
         )
 
 

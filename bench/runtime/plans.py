@@ -92,7 +92,9 @@ OVERHEAD = Plan(
     server_warmup_s=3.0,
     raw_budget_s=1.0,
     perf_analyzer=tuple(
-        ("medium", ON_5MS.label, protocol, c) for protocol in ("grpc", "http") for c in (32, 64)
+        ("medium", ON_5MS.label, protocol, c)
+        for protocol in ("grpc", "grpc-stream", "http")
+        for c in (1, 32, 64)
     ),
     perf_interval_ms=1500,
     servers=("ferry", "pytriton", "kserve"),

@@ -502,7 +502,8 @@ def targets_table(targets: Sequence[Target]) -> str:
 
 
 def perf_analyzer_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Triton perf_analyzer's own figures against Ferry."""
+    """Triton perf_analyzer's own figures against Ferry (and Triton); ``grpc-stream`` rows use
+    gRPC ``ModelStreamInfer`` (``--streaming``)."""
     return markdown_table(
         [
             "series",
