@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 INPUT_NAME = "INPUT__0"
 OUTPUT_NAME = "OUTPUT__0"
@@ -34,6 +34,12 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=0, help="0: batching off")
     parser.add_argument("--max-queue-delay-us", type=int, default=5000)
+    parser.add_argument(
+        "--access-token",
+        required=True,
+        help="PyTriton's token for its restricted endpoints (model config, repository...); "
+        "inference itself is not restricted",
+    )
     args = parser.parse_args()
 
     # Triton's Python backend stub loads ``libpython3.X.so``: make it the one of this very
@@ -73,7 +79,8 @@ def main() -> None:
         allow_metrics=False,
         log_verbose=0,
     )
-    with Triton(config=triton_config) as triton:
+    security = TritonSecurityConfig(access_token=args.access_token)
+    with Triton(config=triton_config, security_config=security) as triton:
         triton.bind(
             model_name=args.model_name,
             infer_func=infer,

@@ -301,6 +301,7 @@ def run_perf_analyzer(run: Run, server: Server, model: str) -> None:
             interval_ms=run.plan.perf_interval_ms,
             timeout_s=run.plan.perf_interval_ms / 1000 * 8 + 30,
             streaming=protocol == perfanalyzer.GRPC_STREAM,
+            headers=server.extra.get("headers"),  # type: ignore[arg-type]
         )
         row = {
             "series": server.series,

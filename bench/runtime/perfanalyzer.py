@@ -66,6 +66,7 @@ def run(
     interval_ms: int,
     timeout_s: float,
     streaming: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One perf_analyzer measurement at one concurrency; its figures or an ``error``.
     ``streaming``: gRPC ``ModelStreamInfer`` (one stream, ``concurrency`` requests in flight)."""
@@ -94,6 +95,7 @@ def run(
             "-f",
             str(out),
             *(["--streaming"] if streaming else []),
+            *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}:{value}")),
         ]
         try:
             done = subprocess.run(

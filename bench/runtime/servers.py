@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 TORCHSERVE_OIP_SERVICE = "org.pytorch.serve.grpc.openinference.GRPCInferenceService"
 """TorchServe's Open Inference Protocol gRPC service (on with TS_OPEN_INFERENCE_PROTOCOL=oip)."""
 PEERS_DIR = REPO / "bench" / "peers"
+TRITON_ACCESS_HEADERS = ("triton-access-token", "triton-grpc-protocol-triton-access-token")
+"""Headers carrying PyTriton's access token (HTTP; gRPC metadata) for its restricted endpoints."""
 
 
 @dataclass(frozen=True)
@@ -479,6 +482,7 @@ def start_pytriton(
     """NVIDIA Triton (C++ front ends + dynamic batcher) with the model bound through PyTriton."""
     label = batch.label.replace("/", "-")
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    access_token = secrets.token_urlsafe(16)
     knobs = {
         "--max-batch-size": batch.max_batch_size if batch.enabled else 0,
         "--max-queue-delay-us": round(batch.max_delay_ms * 1000),
@@ -501,6 +505,8 @@ def start_pytriton(
         str(grpc_port),
         "--metrics-port",
         str(metrics_port),
+        "--access-token",
+        access_token,
         *(str(part) for item in knobs.items() for part in item),
     ]
     process = ManagedProcess(pinned(cmd, cpus), _base_env(threads), logs / f"pytriton-{label}.log")
@@ -520,9 +526,12 @@ def start_pytriton(
             "ModelConfig": "max_batch_size, DynamicBatcher(max_queue_delay_microseconds), "
             "batching=True; strict=False",
             "TritonConfig": "allow_metrics=False, log_verbose=0, default Triton thread counts",
+            "TritonSecurityConfig": "PyTriton's default restricted endpoints (not inference); "
+            "perf_analyzer sends the access token",
             "processes": "tritonserver (C++ HTTP/gRPC front ends, dynamic batcher) + "
             "one PyTriton Python proxy running the forward pass",
         },
+        extra={"headers": dict.fromkeys(TRITON_ACCESS_HEADERS, access_token)},
     )
     try:
         server.startup_s = process.wait_ready(
