@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,3 +111,40 @@ def test_an_empty_stream_ends_cleanly(server: RunningServer) -> None:
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ServerReady(service_pb2.ServerReadyRequest()).ready
+
+
+class _RefusedError(Exception):
+    pass
+
+
+class _Context:
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _RefusedError(code, details)
+
+
+def test_streams_beyond_the_limit_are_refused_with_unavailable() -> None:
+    from types import SimpleNamespace
+
+    from ferry_runtime.transports.grpc_stream import StreamInfer
+
+    observed: list[str] = []
+    dataplane: Any = SimpleNamespace(
+        metrics=SimpleNamespace(observe_request=lambda _p, outcome, _s: observed.append(outcome))
+    )
+    stream = StreamInfer(dataplane, max_streams=1)
+    release = threading.Event()
+
+    def open_stream() -> Iterator[bytes]:
+        yield b"\xff not a protobuf"
+        release.wait(10)
+
+    first = stream(open_stream(), _Context())
+    answer = next(first)  # the first stream is open and holds the only slot
+    assert "not a valid ModelInferRequest" in answer.error_message
+    with pytest.raises(_RefusedError) as refused:
+        next(stream(iter([]), _Context()))
+    assert refused.value.args[0] == grpc.StatusCode.UNAVAILABLE
+    release.set()
+    assert list(first) == []  # the client half-closed: the stream ends
+    assert list(stream(iter([]), _Context())) == []  # and its slot is free again
+    assert observed == ["invalid"]
