@@ -148,3 +148,19 @@ def test_streams_beyond_the_limit_are_refused_with_unavailable() -> None:
     assert list(first) == []  # the client half-closed: the stream ends
     assert list(stream(iter([]), _Context())) == []  # and its slot is free again
     assert observed == ["invalid"]
+
+
+def test_a_client_that_cancels_mid_stream_leaves_the_server_healthy(server: RunningServer) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: None)
+    for index in range(30):
+        tensor = grpcclient.InferInput("INPUT__0", [2, 4], "FP32")
+        tensor.set_data_from_numpy(rows(2, start=index))
+        client.async_stream_infer("affine", [tensor], request_id=f"x-{index}")
+    client.stop_stream(cancel_requests=True)
+    tensor = grpcclient.InferInput("INPUT__0", [1, 4], "FP32")
+    tensor.set_data_from_numpy(rows(1))
+    result = client.infer("affine", [tensor])
+    np.testing.assert_allclose(result.as_numpy("OUTPUT__0"), rows(1) * 2 + 1, rtol=1e-6)
+    answers = _stream(server, [_request("affine", 1, "after-cancel")])
+    assert answers[0].infer_response.id == "after-cancel"
