@@ -95,10 +95,13 @@ class Run:
     """py-spy executable when ``--profile`` was given."""
     profiles: list[dict[str, Any]] = field(default_factory=list)
 
+    torch_threads: int = 0
+    """0: one per server CPU."""
+
     @property
     def threads(self) -> int:
         """Torch intra-op threads every server (and the raw limit) gets."""
-        return len(self.server_cpus)
+        return self.torch_threads or len(self.server_cpus)
 
     @property
     def logs(self) -> Path:
@@ -531,6 +534,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loadgen-processes", type=int, default=0, help="0: one per load generator CPU"
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: one per server CPU); 1 with two server CPUs leaves "
+        "a core to the transport",
+    )
+    parser.add_argument(
+        "--stem",
+        default="",
+        help="results file name under bench/results (default: runtime[-MODE])",
+    )
+    parser.add_argument(
         "--mlserver-workers",
         type=int,
         default=0,
@@ -578,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else set(plan.servers)
     server_cpus, loadgen_cpus = _cpus(args.server_cpus), _cpus(args.loadgen_cpus)
     started, started_at = time.monotonic(), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    workdir = RESULTS / "tmp" / plan.mode
+    workdir = RESULTS / "tmp" / (args.stem or plan.mode)
     shutil.rmtree(workdir, ignore_errors=True)
     run = Run(
         plan=plan,
@@ -587,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         loadgen_processes=args.loadgen_processes or len(loadgen_cpus),
         mlserver_workers=args.mlserver_workers or len(server_cpus),
         workdir=workdir,
+        torch_threads=args.threads,
     )
     loadavg_start = _loadavg()
     log(f"{plan.mode} run: server CPUs {server_cpus}, load generator CPUs {loadgen_cpus}")
@@ -608,10 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         run_grpc_floor(run)
     run_peers(run, {k: v for k, v in venvs.items() if k in only})
     doc = document(run, started, started_at, loadavg_start)
-    stem = "runtime" if plan.mode == "full" else f"runtime-{plan.mode}"
+    stem = args.stem or ("runtime" if plan.mode == "full" else f"runtime-{plan.mode}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    complete = not args.only and not args.models
+    complete = not args.only and not args.models and not args.stem and not args.threads
     write_reports(doc, stem, update_docs=plan.mode != "quick" and complete and not args.no_doc)
     log(f"wrote {RESULTS / stem}.json/.md/.png in {time.monotonic() - started:.0f}s")
     for target in doc["targets"]:
