@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick bench-operator kind-up kind-down image test-image test-cluster e2e clean
+.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick bench-overhead bench-operator kind-up kind-down image test-image test-cluster e2e clean
 
 venv: ## create .venv with torch==2.13.0 first, then the project with all extras, then helm
 	bash scripts/bootstrap.sh
@@ -33,7 +33,7 @@ crd: venv ## regenerate crds/ and the chart's copy from the spec models
 	$(BIN)/ferry-operator crd > crds/serving.ferry.dev_modeldeployments.yaml
 	cp crds/serving.ferry.dev_modeldeployments.yaml charts/ferry/crds/
 
-bench: venv ## full runtime benchmark (Ferry vs raw torch, MLServer, TorchServe)
+bench: venv ## full runtime benchmark (Ferry vs raw torch, MLServer, TorchServe, Triton, KServe)
 	$(BIN)/python bench/runtime/run.py
 
 bench-quick: venv ## short runtime benchmark (< 3 minutes)
@@ -42,6 +42,9 @@ bench-quick: venv ## short runtime benchmark (< 3 minutes)
 bench-operator: venv ## operator at 100/1,000/3,000 objects + a slow API server (a running cluster: ../shared/k8s/up)
 	$(BIN)/python bench/operator_scale.py --count 100 --count 1000 --count 3000 --slow 1000 \
 		--timeout 900 --kubeconfig $${FERRY_K8S_KUBECONFIG:-/tmp/ferry-k8s/kubeconfig}
+
+bench-overhead: venv ## per-request overhead: Ferry vs Triton (PyTriton) and KServe, medium MLP, with py-spy profiles
+	$(BIN)/python bench/runtime/run.py --plan overhead --profile
 
 image: venv ## build ferry-runtime:dev and ferry-operator:dev with a local Docker engine
 	bash scripts/build-runtime-image.sh ferry-runtime:dev

@@ -54,6 +54,18 @@ PEER_VENVS: dict[str, VenvSpec] = {
         packages=("torchserve==0.12.0", "torch-model-archiver==0.12.0", "numpy<2.3", "pyyaml"),
         probe="import ts, model_archiver, torch, numpy",
     ),
+    "pytriton": VenvSpec(
+        name="pytriton",
+        # PyTriton bundles the Triton Inference Server binary (C++ HTTP/gRPC front ends and
+        # dynamic batcher); the model itself runs in a Python proxy process. It wants numpy < 2.
+        packages=("nvidia-pytriton==0.7.0", "numpy<2"),
+        probe="import pytriton.triton, torch, numpy",
+    ),
+    "kserve": VenvSpec(
+        name="kserve",
+        packages=("kserve==0.21.0",),
+        probe="import kserve, torch, numpy",
+    ),
     "perf_analyzer": VenvSpec(
         name="perf_analyzer",
         # 2.41.0 is the last tritonclient wheel that ships a perf_analyzer binary that runs here;
@@ -151,7 +163,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"any of {sorted(PEER_VENVS)} (default: peers)")
     args = parser.parse_args()
-    names = args.names or ["mlserver", "torchserve", "perf_analyzer"]
+    names = args.names or ["mlserver", "torchserve", "pytriton", "kserve", "perf_analyzer"]
     unknown = sorted(set(names) - set(PEER_VENVS))
     if unknown:
         parser.error(f"unknown venv(s) {unknown}; choose from {sorted(PEER_VENVS)}")

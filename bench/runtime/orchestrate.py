@@ -32,7 +32,7 @@ from bench.runtime.models import (
 )
 from bench.runtime.models import write_model_dir as write_model
 from bench.runtime.payloads import grpc_infer_request, http_infer_request
-from bench.runtime.plans import FULL, QUICK, Plan
+from bench.runtime.plans import PLANS, QUICK, Plan
 from bench.runtime.procs import pinned
 from bench.runtime.publish import RESULTS, log, render_only, write_reports
 from bench.runtime.servers import (
@@ -41,11 +41,15 @@ from bench.runtime.servers import (
     ferry_available,
     start_ferry,
     start_grpc_floor,
+    start_kserve,
     start_mlserver,
+    start_pytriton,
     start_torchserve,
 )
 
 REPO = Path(__file__).resolve().parents[2]
+OFF_BATCHING = BatchConfig(enabled=False)
+PEER_SERVERS = ("mlserver", "torchserve", "pytriton", "kserve")
 
 
 def _loadavg() -> str:
@@ -91,10 +95,13 @@ class Run:
     """py-spy executable when ``--profile`` was given."""
     profiles: list[dict[str, Any]] = field(default_factory=list)
 
+    torch_threads: int = 0
+    """0: one per server CPU."""
+
     @property
     def threads(self) -> int:
         """Torch intra-op threads every server (and the raw limit) gets."""
-        return len(self.server_cpus)
+        return self.torch_threads or len(self.server_cpus)
 
     @property
     def logs(self) -> Path:
@@ -274,7 +281,8 @@ def run_grpc_floor(run: Run) -> None:
 
 
 def run_perf_analyzer(run: Run, server: Server, model: str) -> None:
-    """perf_analyzer points the plan names for this Ferry server."""
+    """perf_analyzer points the plan names for this server (Ferry, and Triton with the same
+    batching label)."""
     points = [p for p in run.plan.perf_analyzer if p[0] == model and p[1] == server.batch.label]
     if not points:
         return
@@ -283,16 +291,20 @@ def run_perf_analyzer(run: Run, server: Server, model: str) -> None:
         run.skipped.append("perf_analyzer: venv missing")
         return
     for _, _, protocol, concurrency in points:
-        endpoint = server.endpoints[model][protocol]
+        # "grpc-stream": perf_analyzer --streaming over the gRPC endpoint (ModelStreamInfer)
+        transport = "grpc" if protocol == perfanalyzer.GRPC_STREAM else protocol
+        endpoint = server.endpoints[model][transport]
         result = perfanalyzer.run(
             venv,
             model,
-            protocol,
+            transport,
             endpoint.port,
             concurrency=concurrency,
             cpus=run.loadgen_cpus,
             interval_ms=run.plan.perf_interval_ms,
             timeout_s=run.plan.perf_interval_ms / 1000 * 8 + 30,
+            streaming=protocol == perfanalyzer.GRPC_STREAM,
+            headers=server.extra.get("headers"),  # type: ignore[arg-type]
         )
         row = {
             "series": server.series,
@@ -372,7 +384,8 @@ def run_profiles(run: Run, server: Server, model: str) -> None:
 
 
 def run_peers(run: Run, venvs: dict[str, Path | str]) -> None:
-    """MLServer and TorchServe: one server per batching configuration serving every model."""
+    """MLServer and TorchServe (one server per batching configuration serving every model),
+    Triton via PyTriton (per batching configuration and model) and KServe (no batcher)."""
     models = {name: (MODELS[name], run.model_dirs[name]) for name in run.plan.models}
     for batch in run.plan.peer_batchings:
         mlserver = venvs.get("mlserver")
@@ -414,6 +427,46 @@ def run_peers(run: Run, venvs: dict[str, Path | str]) -> None:
             )
         else:
             run.skipped.append(f"torchserve {batch.label}: venv unavailable: {torchserve}")
+        if "pytriton" in venvs:
+            run_single_model_peer(run, "triton", batch, venvs["pytriton"], start_pytriton)
+    if "kserve" in venvs:
+        run_single_model_peer(run, "kserve", OFF_BATCHING, venvs["kserve"], start_kserve)
+
+
+def run_single_model_peer(
+    run: Run,
+    name: str,
+    batch: BatchConfig,
+    python: Path | str,
+    launcher: Callable[..., Server],
+) -> None:
+    """A peer whose launcher serves one model per process (Triton via PyTriton, KServe)."""
+    if not isinstance(python, Path):
+        run.skipped.append(f"{name} {batch.label}: venv unavailable: {python}")
+        return
+    for model in run.plan.models:
+
+        def start(model: str = model) -> Server:
+            return launcher(
+                MODELS[model],
+                run.model_dirs[model],
+                batch,
+                cpus=run.server_cpus,
+                threads=run.threads,
+                python=python,
+                logs=run.logs,
+            )
+
+        def after(server: Server, model: str = model) -> None:
+            run_perf_analyzer(run, server, model)
+
+        _start_and_exercise(
+            run,
+            report.series_name(name, batch.label) + f" [{model}]",
+            start,
+            [model],
+            after if name == "triton" else None,
+        )
 
 
 def document(run: Run, started: float, started_at: str, loadavg_start: str) -> dict[str, Any]:
@@ -462,6 +515,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short run (< 3 minutes)")
     parser.add_argument(
+        "--plan",
+        choices=sorted(PLANS),
+        default="full",
+        help="what to measure (--quick is --plan quick); overhead: issue 13's cells",
+    )
+    parser.add_argument(
         "--server-cpus",
         default=str(cpus[-1]),
         help="CPUs the servers (and the raw torch limit) are pinned to; torch threads = count",
@@ -475,13 +534,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loadgen-processes", type=int, default=0, help="0: one per load generator CPU"
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: one per server CPU); 1 with two server CPUs leaves "
+        "a core to the transport",
+    )
+    parser.add_argument(
+        "--stem",
+        default="",
+        help="results file name under bench/results (default: runtime[-MODE])",
+    )
+    parser.add_argument(
         "--mlserver-workers",
         type=int,
         default=0,
         help="MLServer parallel_workers (0: one per server CPU, as MLServer's docs advise)",
     )
     parser.add_argument(
-        "--only", default="", help="comma list of servers: ferry,mlserver,torchserve"
+        "--only",
+        default="",
+        help="comma list of servers: ferry,mlserver,torchserve,pytriton,kserve",
     )
     parser.add_argument("--models", default="", help="comma list overriding the plan's models")
     parser.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md")
@@ -514,13 +587,13 @@ def main(argv: list[str] | None = None) -> int:
         return render_only(args.render, update_docs=not args.no_doc)
     # SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else PLANS[args.plan]
     if args.models:
         plan = replace(plan, models=tuple(args.models.split(",")))
-    only = set(args.only.split(",")) if args.only else {"ferry", "mlserver", "torchserve"}
+    only = set(args.only.split(",")) if args.only else set(plan.servers)
     server_cpus, loadgen_cpus = _cpus(args.server_cpus), _cpus(args.loadgen_cpus)
     started, started_at = time.monotonic(), dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    workdir = RESULTS / "tmp" / plan.mode
+    workdir = RESULTS / "tmp" / (args.stem or plan.mode)
     shutil.rmtree(workdir, ignore_errors=True)
     run = Run(
         plan=plan,
@@ -529,10 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         loadgen_processes=args.loadgen_processes or len(loadgen_cpus),
         mlserver_workers=args.mlserver_workers or len(server_cpus),
         workdir=workdir,
+        torch_threads=args.threads,
     )
     loadavg_start = _loadavg()
     log(f"{plan.mode} run: server CPUs {server_cpus}, load generator CPUs {loadgen_cpus}")
-    wanted = [n for n in ("mlserver", "torchserve") if n in only] + (
+    wanted = [n for n in PEER_SERVERS if n in only] + (
         ["perf_analyzer"] if "ferry" in only and plan.perf_analyzer else []
     )
     venv_started = time.monotonic()
@@ -550,11 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         run_grpc_floor(run)
     run_peers(run, {k: v for k, v in venvs.items() if k in only})
     doc = document(run, started, started_at, loadavg_start)
-    stem = "runtime" if plan.mode == "full" else "runtime-quick"
+    stem = args.stem or ("runtime" if plan.mode == "full" else f"runtime-{plan.mode}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    complete = not args.only and not args.models
-    write_reports(doc, stem, update_docs=plan.mode == "full" and complete and not args.no_doc)
+    complete = not args.only and not args.models and not args.stem and not args.threads
+    write_reports(doc, stem, update_docs=plan.mode != "quick" and complete and not args.no_doc)
     log(f"wrote {RESULTS / stem}.json/.md/.png in {time.monotonic() - started:.0f}s")
     for target in doc["targets"]:
         log(f"target {target['name']}: {target['status'].upper()} — {target['figure']}")

@@ -1,6 +1,7 @@
 """Triton's ``perf_analyzer`` (C++ load generator from the tritonclient 2.41.0 wheel) against
-Ferry, as a cross-check of the bench's own load generator. The peers do not serve Triton's
-model configuration endpoint, so only Ferry is measured this way."""
+Ferry (and Triton itself), as a cross-check of the bench's own load generator and the only
+gRPC streaming client here. MLServer, TorchServe and KServe do not serve Triton's model
+configuration endpoint, so they are not measured this way."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.runtime.procs import pinned
+
+GRPC_STREAM = "grpc-stream"
+"""A perf_analyzer point's protocol for gRPC streaming (``--streaming``, ModelStreamInfer)."""
 
 
 def binary(venv: Path) -> Path:
@@ -61,8 +65,11 @@ def run(
     cpus: list[int],
     interval_ms: int,
     timeout_s: float,
+    streaming: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One perf_analyzer measurement at one concurrency; its figures or an ``error``."""
+    """One perf_analyzer measurement at one concurrency; its figures or an ``error``.
+    ``streaming``: gRPC ``ModelStreamInfer`` (one stream, ``concurrency`` requests in flight)."""
     env = dict(os.environ)
     lib = cuda_runtime_lib(venv)
     if lib is not None:
@@ -87,6 +94,8 @@ def run(
             "6",
             "-f",
             str(out),
+            *(["--streaming"] if streaming else []),
+            *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}:{value}")),
         ]
         try:
             done = subprocess.run(

@@ -24,6 +24,8 @@ class Plan:
     perf_analyzer: tuple[tuple[str, str, str, int], ...] = field(default=())
     """(model, ferry batching label, protocol, concurrency) points measured with perf_analyzer."""
     perf_interval_ms: int = 2000
+    servers: tuple[str, ...] = ("ferry", "mlserver", "torchserve", "pytriton", "kserve")
+    """Servers measured unless ``--only`` names others."""
     noise_cpu_limit: float = 0.25
     """CPU (in cores) other processes may use during a cell before it is measured again."""
     noise_retries: int = 1
@@ -78,3 +80,32 @@ QUICK = Plan(
     perf_interval_ms=1000,
     retry_until_s=100.0,
 )
+
+OVERHEAD = Plan(
+    mode="overhead",
+    models=("medium",),
+    concurrencies=(1, 32, 64),
+    protocols=("grpc", "http"),
+    ferry_batchings=(OFF, ON_5MS),
+    peer_batchings=(ON_5MS,),
+    load=LoadPlan(warmup_requests=1000, warmup_s=0.8, requests=20000, duration_s=4.0),
+    server_warmup_s=3.0,
+    raw_budget_s=1.0,
+    perf_analyzer=tuple(
+        ("medium", ON_5MS.label, protocol, c)
+        for protocol in ("grpc", "grpc-stream", "http")
+        for c in (1, 32, 64)
+    ),
+    perf_interval_ms=1500,
+    servers=("ferry", "pytriton", "kserve"),
+    profile_points=(
+        ("medium", ON_5MS.label, "grpc", 1),
+        ("medium", ON_5MS.label, "grpc", 64),
+        ("medium", ON_5MS.label, "http", 1),
+        ("medium", ON_5MS.label, "http", 64),
+    ),
+)
+"""Issue 13's cells: the medium MLP at concurrency 1/32/64 over both protocols with the full
+plan's measurement lengths, for Ferry against Triton (PyTriton) and KServe."""
+
+PLANS = {plan.mode: plan for plan in (FULL, QUICK, OVERHEAD)}

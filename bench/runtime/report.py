@@ -18,12 +18,21 @@ CellKey = tuple[str, str, str, int]
 
 FERRY = "ferry"
 PEERS = ("mlserver", "torchserve")
+"""Peers of the "Ferry vs peers" target (issue 3: ≥ 3x at concurrency 32)."""
+TRITON = "triton"
+"""NVIDIA Triton through PyTriton: C++ front ends and dynamic batcher, the model in Python."""
+BATCHING_PEERS = (*PEERS, TRITON)
+"""Peers compared with Ferry under the same batching configuration."""
+UNBATCHED_PEERS = ("kserve",)
+"""Peers without a dynamic batcher: every Ferry configuration is compared with their ``off``."""
 TARGET_MODEL = "medium"
 HEADLINE_BATCHING = "b32/5ms"
 """Ferry's default batching (contracts.md: maxBatchSize 32, maxQueueDelayMs 5): the headline
 configuration every target is judged on; other configurations are shown beside it."""
 
 SPEEDUP_MIN = 3.0
+TRITON_SPEEDUP_MIN = 2.0
+TRITON_CONCURRENCIES = (32, 64)
 EFFICIENCY_MIN = 0.8
 BATCHING_GAIN_MIN = 5.0
 P50_OVERHEAD_MAX_MS = 0.3
@@ -119,8 +128,10 @@ def comparisons(
                         ratio(_rps(cell), _rps(off)),
                     )
                 )
-            for peer in PEERS:
-                other = index.get((series_name(peer, batching), model, protocol, concurrency))
+            against = [series_name(p, batching) for p in BATCHING_PEERS]
+            against += [series_name(p, "off") for p in UNBATCHED_PEERS]
+            for peer_series in against:
+                other = index.get((peer_series, model, protocol, concurrency))
                 if other is None:
                     continue
                 out.append(
@@ -130,7 +141,7 @@ def comparisons(
                         protocol,
                         concurrency,
                         ferry,
-                        series_name(peer, batching),
+                        peer_series,
                         ratio(_rps(cell), _rps(other)),
                         ratio(_p99(cell), _p99(other)),
                     )
@@ -201,6 +212,27 @@ def _target_vs_peers(derived: Sequence[Comparison], batching: str) -> tuple[str,
     return _status(checks), "; ".join(parts)
 
 
+def _target_vs_triton(derived: Sequence[Comparison], batching: str) -> tuple[str, str]:
+    ferry, triton = series_name(FERRY, batching), series_name(TRITON, batching)
+    checks: list[bool | None] = []
+    parts: list[str] = []
+    for protocol in ("grpc", "http"):
+        for concurrency in TRITON_CONCURRENCIES:
+            found = [
+                c
+                for c in _find(derived, "vs_peer", protocol, concurrency, ferry)
+                if c.against == triton
+            ]
+            value, p99 = (found[0].value, found[0].p99_ratio) if found else (None, None)
+            if value is None or p99 is None:
+                checks.append(None)
+                parts.append(f"{protocol} c={concurrency}: not measured")
+                continue
+            checks.append(value >= TRITON_SPEEDUP_MIN and p99 <= 1.0)
+            parts.append(f"{protocol} c={concurrency}: {_fmt(value)}x, p99 ratio {_fmt(p99)}")
+    return _status(checks), "; ".join(parts)
+
+
 def _target_single(
     derived: Sequence[Comparison],
     kind: str,
@@ -254,9 +286,26 @@ def evaluate_targets(
         )
     )
 
+    status, figure = _target_vs_triton(derived, HEADLINE_BATCHING)
+    other = " | ".join(f"{b}: {_target_vs_triton(derived, b)[1]}" for b in others)
+    targets.append(
+        Target(
+            "Ferry vs Triton",
+            "Ferry ≥ 2x Triton (PyTriton, same batching) at concurrency 32 and 64 over gRPC "
+            "and REST, p99 no worse",
+            status,
+            figure,
+            other,
+        )
+    )
+
     status, figure = _target_single(
         derived, "efficiency", "grpc", 64, batching=HEADLINE_BATCHING, minimum=EFFICIENCY_MIN
     )
+    http_efficiency = _target_single(
+        derived, "efficiency", "http", 64, batching=HEADLINE_BATCHING, minimum=EFFICIENCY_MIN
+    )[1]
+    figure = f"{figure} (HTTP: {http_efficiency})"
     other = " | ".join(
         f"{b}: {_target_single(derived, 'efficiency', 'grpc', 64, batching=b, minimum=0.8)[1]}"
         for b in others
@@ -453,7 +502,8 @@ def targets_table(targets: Sequence[Target]) -> str:
 
 
 def perf_analyzer_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Triton perf_analyzer's own figures against Ferry."""
+    """Triton perf_analyzer's own figures against Ferry (and Triton); ``grpc-stream`` rows use
+    gRPC ``ModelStreamInfer`` (``--streaming``)."""
     return markdown_table(
         [
             "series",

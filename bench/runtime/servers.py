@@ -1,4 +1,4 @@
-"""Launchers for the servers under test: Ferry's runtime, MLServer and TorchServe.
+"""Launchers for the servers under test: Ferry's runtime, MLServer, TorchServe, Triton and KServe.
 
 Each launcher writes the server's configuration, starts it pinned to the server CPUs, waits until
 every model is ready, and returns a :class:`Server` that says how to reach each model over each
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 TORCHSERVE_OIP_SERVICE = "org.pytorch.serve.grpc.openinference.GRPCInferenceService"
 """TorchServe's Open Inference Protocol gRPC service (on with TS_OPEN_INFERENCE_PROTOCOL=oip)."""
 PEERS_DIR = REPO / "bench" / "peers"
+TRITON_ACCESS_HEADERS = ("triton-access-token", "triton-grpc-protocol-triton-access-token")
+"""Headers carrying PyTriton's access token (HTTP; gRPC metadata) for its restricted endpoints."""
 
 
 @dataclass(frozen=True)
@@ -457,6 +460,147 @@ def start_torchserve(
 
     try:
         server.startup_s = process.wait_ready(all_ready, 240, "torchserve")
+    except BaseException:
+        process.stop()
+        raise
+    return server
+
+
+# --------------------------------------------------------------------------- Triton (PyTriton)
+
+
+def start_pytriton(
+    model: ModelSpec,
+    model_dir: Path,
+    batch: BatchConfig,
+    *,
+    cpus: list[int],
+    threads: int,
+    python: Path,
+    logs: Path,
+) -> Server:
+    """NVIDIA Triton (C++ front ends + dynamic batcher) with the model bound through PyTriton."""
+    label = batch.label.replace("/", "-")
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    access_token = secrets.token_urlsafe(16)
+    knobs = {
+        "--max-batch-size": batch.max_batch_size if batch.enabled else 0,
+        "--max-queue-delay-us": round(batch.max_delay_ms * 1000),
+        "--threads": threads,
+    }
+    cmd = [
+        str(python),
+        str(PEERS_DIR / "pytriton_server.py"),
+        "--model-file",
+        str(model_dir / "model.pt"),
+        "--model-name",
+        model.name,
+        "--input-width",
+        str(model.input_width),
+        "--output-width",
+        str(model.output_width),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(metrics_port),
+        "--access-token",
+        access_token,
+        *(str(part) for item in knobs.items() for part in item),
+    ]
+    process = ManagedProcess(pinned(cmd, cpus), _base_env(threads), logs / f"pytriton-{label}.log")
+    server = Server(
+        name="triton",
+        batch=batch,
+        process=process,
+        endpoints={
+            model.name: {
+                "grpc": _grpc_endpoint(grpc_port),
+                "http": Endpoint("http", http_port, f"/v2/models/{model.name}/infer"),
+            }
+        },
+        knobs={
+            "launcher": "bench/peers/pytriton_server.py",
+            "args": knobs,
+            "ModelConfig": "max_batch_size, DynamicBatcher(max_queue_delay_microseconds), "
+            "batching=True; strict=False",
+            "TritonConfig": "allow_metrics=False, log_verbose=0, default Triton thread counts",
+            "TritonSecurityConfig": "PyTriton's default restricted endpoints (not inference); "
+            "perf_analyzer sends the access token",
+            "processes": "tritonserver (C++ HTTP/gRPC front ends, dynamic batcher) + "
+            "one PyTriton Python proxy running the forward pass",
+        },
+        extra={"headers": dict.fromkeys(TRITON_ACCESS_HEADERS, access_token)},
+    )
+    try:
+        server.startup_s = process.wait_ready(
+            lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/models/{model.name}/ready"),
+            240,
+            "pytriton",
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return server
+
+
+# --------------------------------------------------------------------------- KServe
+
+
+def start_kserve(
+    model: ModelSpec,
+    model_dir: Path,
+    batch: BatchConfig,
+    *,
+    cpus: list[int],
+    threads: int,
+    python: Path,
+    logs: Path,
+) -> Server:
+    """KServe's Python model server (``kserve.ModelServer``, one worker); it has no batcher."""
+    http_port, grpc_port = free_port(), free_port()
+    knobs = {"--workers": 1, "--threads": threads}
+    cmd = [
+        str(python),
+        str(PEERS_DIR / "kserve_server.py"),
+        "--model-file",
+        str(model_dir / "model.pt"),
+        "--model-name",
+        model.name,
+        "--input-width",
+        str(model.input_width),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        *(str(part) for item in knobs.items() for part in item),
+    ]
+    process = ManagedProcess(pinned(cmd, cpus), _base_env(threads), logs / "kserve.log")
+    server = Server(
+        name="kserve",
+        batch=batch,
+        process=process,
+        endpoints={
+            model.name: {
+                "grpc": _grpc_endpoint(grpc_port),
+                "http": Endpoint("http", http_port, f"/v2/models/{model.name}/infer"),
+            }
+        },
+        knobs={
+            "launcher": "bench/peers/kserve_server.py",
+            "args": knobs,
+            "ModelServer": "enable_grpc=True, enable_docs_url=False, "
+            "enable_latency_logging=False, access_log_format=None",
+            "batching": "none (KServe's Python server has no dynamic batcher)",
+        },
+    )
+    try:
+        server.startup_s = process.wait_ready(
+            lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/models/{model.name}/ready"),
+            180,
+            "kserve",
+        )
     except BaseException:
         process.stop()
         raise

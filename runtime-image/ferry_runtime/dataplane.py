@@ -7,7 +7,8 @@ the engine is anything with ``submit`` and ``submit_threadsafe``; ``server.py`` 
 one in.
 
 Threads: ``infer`` and ``predict`` run on the event loop (REST); ``infer_blocking`` runs on any
-other thread (the gRPC handler threads) and blocks until the engine answers. The in-flight
+other thread (the gRPC handler threads) and blocks until the engine answers;
+``begin_threadsafe`` queues from any thread and returns at once (gRPC streaming). The in-flight
 count and the statistics are shared by both and updated under locks.
 """
 
@@ -70,6 +71,22 @@ class Engine(Protocol):
     ) -> concurrent.futures.Future[list[np.ndarray]]:
         """Queue one request from any thread; resolves to one array per model output."""
         ...
+
+
+@dataclasses.dataclass(slots=True)
+class PendingInference:
+    """A request queued by :meth:`DataPlane.begin_threadsafe`; ``result()`` waits for it."""
+
+    dataplane: DataPlane
+    request: InferRequest
+    selected: list[tuple[int, TensorSpec, bool]]
+    future: concurrent.futures.Future[list[np.ndarray]]
+    started: int
+
+    def result(self) -> InferResponse:
+        """Block until answered; the response, or the error the forward pass raised.
+        Call exactly once."""
+        return self.dataplane._finish(self)
 
 
 class DataPlane:
@@ -201,6 +218,12 @@ class DataPlane:
 
     def infer_blocking(self, request: InferRequest) -> InferResponse:
         """``infer`` for a thread other than the event loop's: blocks until answered."""
+        return self.begin_threadsafe(request).result()
+
+    def begin_threadsafe(self, request: InferRequest) -> PendingInference:
+        """Validate and queue ``request`` from any thread without waiting for the answer
+        (gRPC streaming keeps many requests of one stream in flight); validation and
+        admission errors raise here, the forward pass's when the result is taken."""
         self.resolve(request.model_name, request.model_version)
         arrays, rows = self._validate_inputs(request.inputs)
         selected = self._select_outputs(request.outputs, request.binary_output)
@@ -209,14 +232,23 @@ class DataPlane:
             raise UnavailableError(f"model {self.signature.name!r} is not ready (loading)")
         started = time.perf_counter_ns()
         self._count_in_flight(1)
+        try:
+            future = engine.submit_threadsafe(arrays, rows)
+        except BaseException:
+            self._count_in_flight(-1)
+            self.stats.record_request(False, time.perf_counter_ns() - started)
+            raise
+        return PendingInference(self, request, selected, future, started)
+
+    def _finish(self, pending: PendingInference) -> InferResponse:
         ok = False
         try:
-            results = engine.submit_threadsafe(arrays, rows).result()
+            results = pending.future.result()
             ok = True
         finally:
             self._count_in_flight(-1)
-            self.stats.record_request(ok, time.perf_counter_ns() - started)
-        return self._response(request, selected, results)
+            self.stats.record_request(ok, time.perf_counter_ns() - pending.started)
+        return self._response(pending.request, pending.selected, results)
 
     def _response(
         self,

@@ -306,8 +306,11 @@ def _cells(ferry_c32: float, ferry_p99: float, ferry_c1_p50: float) -> list[dict
                 _cell(f"ferry {batching}", protocol, 64, rps=850, p50=20.0, p99=30.0),
                 _cell(f"mlserver {batching}", protocol, 32, rps=200, p50=50.0, p99=80.0),
                 _cell(f"torchserve {batching}", protocol, 32, rps=250, p50=40.0, p99=70.0),
+                _cell(f"triton {batching}", protocol, 32, rps=400, p50=15.0, p99=25.0),
+                _cell(f"triton {batching}", protocol, 64, rps=420, p50=30.0, p99=45.0),
             ]
     for protocol in ("grpc", "http"):
+        cells.append(_cell("kserve off", protocol, 32, rps=90, p50=350.0, p99=500.0))
         cells.append(_cell("ferry off", protocol, 32, rps=100, p50=300.0, p99=400.0))
         cells.append(_cell("ferry off", protocol, 1, rps=400, p50=0.9, p99=2.0))
     return cells
@@ -328,12 +331,19 @@ def test_comparisons_derive_efficiency_gain_and_peer_ratios() -> None:
     peer = by[("vs_peer", "http", 32, "ferry b32/2ms", "mlserver b32/2ms")]
     assert peer.value == pytest.approx(4.5)
     assert peer.p99_ratio == pytest.approx(0.25)
+    triton = by[("vs_peer", "grpc", 64, "ferry b32/5ms", "triton b32/5ms")]
+    assert triton.value == pytest.approx(850 / 420)
+    assert triton.p99_ratio == pytest.approx(30.0 / 45.0)
+    # KServe has no batcher: every Ferry configuration is compared with its "off"
+    kserve = by[("vs_peer", "http", 32, "ferry b32/2ms", "kserve off")]
+    assert kserve.value == pytest.approx(10.0)
 
 
 def test_targets_met() -> None:
     targets = _targets(_cells(ferry_c32=900, ferry_p99=20.0, ferry_c1_p50=0.9))
     assert {name: t.status for name, t in targets.items()} == {
         "Ferry vs peers": "met",
+        "Ferry vs Triton": "met",
         "Serving efficiency": "met",
         "Batching gain": "met",
         "Low-load latency": "met",
@@ -348,6 +358,20 @@ def test_targets_missed() -> None:
     assert targets["Batching gain"].status == "met"
     assert targets["Low-load latency"].status == "missed"
     assert "1.500" in targets["Low-load latency"].figure
+    # 1.6x Triton at concurrency 32 (< 2x) with a p99 three times Triton's
+    assert targets["Ferry vs Triton"].status == "missed"
+    assert "grpc c=32: 1.60x, p99 ratio 3.00" in targets["Ferry vs Triton"].figure
+
+
+def test_triton_target_needs_both_protocols_and_concurrencies() -> None:
+    cells = [
+        c
+        for c in _cells(ferry_c32=900, ferry_p99=20.0, ferry_c1_p50=0.9)
+        if not (c["series"] == "triton b32/5ms" and c["protocol"] == "http")
+    ]
+    targets = _targets(cells)
+    assert targets["Ferry vs Triton"].status == "not measured"
+    assert "http c=64: not measured" in targets["Ferry vs Triton"].figure
 
 
 def test_failed_or_missing_cells_are_not_measured() -> None:

@@ -2,8 +2,9 @@
 
 Uses the generated stubs that ship in ``tritonclient.grpc`` so tritonclient and perf_analyzer
 talk to it unchanged. Health, metadata, ModelInfer (typed ``contents`` or
-``raw_input_contents`` in, ``raw_output_contents`` out), ModelConfig, ModelStatistics and
-RepositoryIndex are served; every other RPC of the service answers UNIMPLEMENTED.
+``raw_input_contents`` in, ``raw_output_contents`` out), ModelStreamInfer (``grpc_stream.py``),
+ModelConfig, ModelStatistics and RepositoryIndex are served; every other RPC of the service
+answers UNIMPLEMENTED.
 
 Why the classic server and not grpc.aio
     Per call, grpc.aio spends far more Python CPU than the thread-pool server (its Cython
@@ -53,6 +54,7 @@ from ferry_runtime.protocol.errors import (
     outcome_of,
     status_of,
 )
+from ferry_runtime.transports.grpc_stream import MAX_STREAMS, StreamInfer
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +238,12 @@ def method_handlers(
     """Every method of the service: handlers that take the raw message and parse it."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
+        if method.name == "ModelStreamInfer":
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                StreamInfer(dataplane),
+                response_serializer=service_pb2.ModelStreamInferResponse.SerializeToString,
+            )
+            continue
         if method.client_streaming or method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
                 _unimplemented_stream(method.name)
@@ -269,7 +277,7 @@ def build_server(dataplane: DataPlane, *, max_request_bytes: int, workers: int) 
     the service's admission check instead of waiting, unbounded, for a free thread.
     """
     pool = ThreadPoolExecutor(
-        max_workers=workers + SHEDDING_WORKERS, thread_name_prefix="ferry-grpc"
+        max_workers=workers + SHEDDING_WORKERS + MAX_STREAMS, thread_name_prefix="ferry-grpc"
     )
     _prestart(pool, min(workers + SHEDDING_WORKERS, PRESTARTED_WORKERS))
     server = grpc.server(pool, options=server_options(max_request_bytes))
