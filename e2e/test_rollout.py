@@ -229,6 +229,7 @@ def test_a_good_canary_is_promoted_with_no_failed_request(
         )
         assert printed(kube, ns)["TRYING"] == current
         assert printed(kube, ns)["SERVING"] == stable
+        # the object exists here (printed() just read it); get_md is Optional for other callers
         assert condition(kube.get_md(ns, NAME), "Ready")["reason"] in {  # type: ignore[index]
             "CanaryInProgress",
             "CanaryPaused",

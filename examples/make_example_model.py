@@ -65,7 +65,12 @@ def write_torchscript(directory: Path, hidden: int = 128, seed: int = 0) -> str:
 
 def write_pt2(directory: Path, model_format: str, hidden: int = 128, seed: int = 0) -> str:
     """Export (and for aot-inductor compile) the MLP into model.pt2 + model.json."""
-    from ferry_runtime.model.package import InputSpec, PackageRequest, package_model
+    from ferry_runtime.model.package import (
+        InputSpec,
+        PackageRequest,
+        package_format,
+        package_model,
+    )
 
     factory = f"{Path(__file__).resolve()}:build_mlp"
     if (hidden, seed) != (128, 0):
@@ -76,7 +81,7 @@ def write_pt2(directory: Path, model_format: str, hidden: int = 128, seed: int =
             inputs=(InputSpec("INPUT__0", "FP32", (-1, INPUT_FEATURES)),),
             outputs=("OUTPUT__0",),
             out=directory,
-            format=model_format,  # type: ignore[arg-type]
+            format=package_format(model_format),
         )
     )
 
@@ -87,6 +92,7 @@ def _register_factory(factory: object) -> str:
     import types
 
     module = types.ModuleType("_ferry_example_factory")
+    # a module made at run time has no declared attributes; the packager imports this one
     module.build = factory  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
     return f"{module.__name__}:build"

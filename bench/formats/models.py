@@ -113,7 +113,12 @@ def write_format(model: FormatModel, model_format: str, directory: Path) -> Path
             torch.jit.save(torch.jit.script(build(model.name)), str(directory / "model.pt"))
         (directory / "model.json").write_text(json.dumps(config, indent=2) + "\n")
         return directory
-    from ferry_runtime.model.package import InputSpec, PackageRequest, package_model
+    from ferry_runtime.model.package import (
+        InputSpec,
+        PackageRequest,
+        package_format,
+        package_model,
+    )
 
     package_model(
         PackageRequest(
@@ -121,7 +126,7 @@ def write_format(model: FormatModel, model_format: str, directory: Path) -> Path
             inputs=(InputSpec(INPUT_NAME, "FP32", (-1, model.input_width)),),
             outputs=(OUTPUT_NAME,),
             out=directory,
-            format=model_format,  # type: ignore[arg-type]
+            format=package_format(model_format),
         )
     )
     return directory

@@ -18,6 +18,7 @@ OUTPUT_NAME = "OUTPUT__0"
 QUIET_LOGGERS = ("kserve", "kserve.trace", "uvicorn.access")
 
 
+# kserve ships no type information, so its Model base class is Any to mypy
 class TorchScriptModel(Model):  # type: ignore[misc]
     """Loads ``model.pt`` with ``torch.jit.load``; one forward pass per request."""
 
@@ -36,6 +37,7 @@ class TorchScriptModel(Model):  # type: ignore[misc]
         self.ready = True
         return True
 
+    # narrower than kserve's predict (no async/dict payloads): this peer serves OIP requests only
     def predict(  # type: ignore[override]
         self, payload: InferRequest, headers: dict[str, str] | None = None
     ) -> InferResponse:

@@ -56,6 +56,7 @@ def main() -> None:
         for _ in range(3):
             model(torch.zeros(max(1, args.max_batch_size), args.input_width))
 
+    # pytriton's decorators are not annotated
     @batch  # type: ignore[untyped-decorator]
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         rows = torch.from_numpy(np.ascontiguousarray(inputs[INPUT_NAME], dtype=np.float32))

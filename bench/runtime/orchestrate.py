@@ -304,6 +304,8 @@ def run_perf_analyzer(run: Run, server: Server, model: str) -> None:
             interval_ms=run.plan.perf_interval_ms,
             timeout_s=run.plan.perf_interval_ms / 1000 * 8 + 30,
             streaming=protocol == perfanalyzer.GRPC_STREAM,
+            # extra is a free-form record of each launcher's knobs; PyTriton's launcher puts
+            # its access-token headers (a dict[str, str]) there
             headers=server.extra.get("headers"),  # type: ignore[arg-type]
         )
         row = {

@@ -60,7 +60,12 @@ def package_dir(
     outputs: tuple[str, ...] = ("scores", "total"),
 ) -> str:
     """``ferry-runtime package`` of ``factory`` into ``out``; returns model.pt2's sha256."""
-    from ferry_runtime.model.package import InputSpec, PackageRequest, package_model
+    from ferry_runtime.model.package import (
+        InputSpec,
+        PackageRequest,
+        package_format,
+        package_model,
+    )
 
     return package_model(
         PackageRequest(
@@ -68,7 +73,7 @@ def package_dir(
             inputs=(InputSpec("x", "FP32", (-1, IN_FEATURES)),),
             outputs=outputs,
             out=out,
-            format=model_format,  # type: ignore[arg-type]
+            format=package_format(model_format),
         )
     )
 

@@ -288,6 +288,7 @@ def test_grpc_overload_answers_unavailable_never_resource_exhausted(tmp_path: Pa
             try:
                 stub.ModelInfer(request, timeout=30)
             except grpc.RpcError as error:
+                # grpc's RpcError carries no annotations; the raised call error is a Call too
                 return error.code()  # type: ignore[no-any-return]
             return grpc.StatusCode.OK
 

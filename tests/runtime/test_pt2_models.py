@@ -12,7 +12,7 @@ import io
 import json
 import pickle
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,13 @@ from ferry_runtime.model.loader import (
     model_signature_of,
     warm_up,
 )
-from ferry_runtime.model.package import InputSpec, PackageError, PackageRequest, package_model
+from ferry_runtime.model.package import (
+    InputSpec,
+    PackageError,
+    PackageRequest,
+    package_format,
+    package_model,
+)
 from pt2_helpers import IN_FEATURES, TinyNet, eager, package_dir, rewrite_zip
 from runtime_helpers import RunningServer, launch_server, write_model_dir
 
@@ -372,12 +378,14 @@ def test_package_input_specs_are_checked(text: str, message: str) -> None:
 
 
 def test_package_names_a_factory_that_cannot_be_imported(tmp_path: Path) -> None:
-    request: Callable[[str], PackageRequest] = lambda factory: PackageRequest(  # noqa: E731
-        factory=factory,
-        inputs=(InputSpec("x", "FP32", (-1, 4)),),
-        out=tmp_path / "o",
-        format="exported-program",
-    )
+    def request(factory: str) -> PackageRequest:
+        return PackageRequest(
+            factory=factory,
+            inputs=(InputSpec("x", "FP32", (-1, 4)),),
+            out=tmp_path / "o",
+            format="exported-program",
+        )
+
     with pytest.raises(PackageError, match="cannot import 'no_such_module_here'"):
         package_model(request("no_such_module_here:build"))
     with pytest.raises(PackageError, match="'nope' is not a callable"):
@@ -400,7 +408,7 @@ def test_cuda_packages_serve_on_the_gpu(tmp_path: Path, model_format: str) -> No
             inputs=(InputSpec("x", "FP32", (-1, IN_FEATURES)),),
             outputs=("scores", "total"),
             out=out,
-            format=model_format,  # type: ignore[arg-type]
+            format=package_format(model_format),
             device="cuda",
         )
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from ferry_runtime.model.tensors import TORCH_DTYPES
 from ferry_runtime.protocol.types import TensorSpec
 
 PackageFormat = Literal["exported-program", "aot-inductor"]
+
 PT2_FILE = "model.pt2"
 CHECK_ROWS = 3
 """Rows of the random batch the package is checked with (not the export's example size)."""
@@ -40,6 +41,14 @@ EXAMPLE_ROWS = 2
 
 class PackageError(Exception):
     """The model cannot be packaged; the message says why and what to do."""
+
+
+def package_format(name: str) -> PackageFormat:
+    """``name`` as a format ``ferry-runtime package`` writes; PackageError for any other."""
+    if name not in get_args(PackageFormat):
+        known = " or ".join(get_args(PackageFormat))
+        raise PackageError(f"cannot package as {name!r}: the package formats are {known}")
+    return cast(PackageFormat, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +123,8 @@ def load_factory(reference: str) -> Callable[[], nn.Module]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise PackageError(f"{reference!r}: {attr!r} is not a callable in {target!r}")
-    return factory  # type: ignore[no-any-return]
+    # callable() checked it; that it returns an nn.Module is checked once it is called
+    return cast(Callable[[], nn.Module], factory)
 
 
 def random_batch(inputs: Sequence[InputSpec], rows: int, device: str) -> tuple[torch.Tensor, ...]:
