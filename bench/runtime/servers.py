@@ -89,6 +89,14 @@ def _grpc_endpoint(port: int, service: str = GRPC_SERVICE, raw: bool = True) -> 
     return Endpoint("grpc", port, f"/{service}/ModelInfer", grpc_raw=raw)
 
 
+def _oip_endpoints(model_name: str, http_port: int, grpc_port: int) -> dict[str, Endpoint]:
+    """Where an Open Inference Protocol server takes ``model_name``'s requests."""
+    return {
+        "grpc": _grpc_endpoint(grpc_port),
+        "http": Endpoint("http", http_port, f"/v2/models/{model_name}/infer"),
+    }
+
+
 # --------------------------------------------------------------------------- Ferry
 
 
@@ -127,12 +135,7 @@ def start_ferry(
         name="ferry",
         batch=batch,
         process=process,
-        endpoints={
-            model.name: {
-                "grpc": _grpc_endpoint(grpc_port),
-                "http": Endpoint("http", http_port, f"/v2/models/{model.name}/infer"),
-            }
-        },
+        endpoints={model.name: _oip_endpoints(model.name, http_port, grpc_port)},
         knobs={
             "env": {k: v for k, v in settings.items() if "PORT" not in k and "DIR" not in k},
             "processes": "1 (uvicorn REST on asyncio + thread-pool gRPC, one forward thread)",
@@ -264,13 +267,7 @@ def start_mlserver(
         logs / f"mlserver-{batch.label.replace('/', '-')}.log",
         cwd=root,
     )
-    endpoints = {
-        name: {
-            "grpc": _grpc_endpoint(grpc_port),
-            "http": Endpoint("http", http_port, f"/v2/models/{name}/infer"),
-        }
-        for name in models
-    }
+    endpoints = {name: _oip_endpoints(name, http_port, grpc_port) for name in models}
     server = Server(
         name="mlserver",
         batch=batch,
@@ -514,12 +511,7 @@ def start_pytriton(
         name="triton",
         batch=batch,
         process=process,
-        endpoints={
-            model.name: {
-                "grpc": _grpc_endpoint(grpc_port),
-                "http": Endpoint("http", http_port, f"/v2/models/{model.name}/infer"),
-            }
-        },
+        endpoints={model.name: _oip_endpoints(model.name, http_port, grpc_port)},
         knobs={
             "launcher": "bench/peers/pytriton_server.py",
             "args": knobs,
@@ -581,12 +573,7 @@ def start_kserve(
         name="kserve",
         batch=batch,
         process=process,
-        endpoints={
-            model.name: {
-                "grpc": _grpc_endpoint(grpc_port),
-                "http": Endpoint("http", http_port, f"/v2/models/{model.name}/infer"),
-            }
-        },
+        endpoints={model.name: _oip_endpoints(model.name, http_port, grpc_port)},
         knobs={
             "launcher": "bench/peers/kserve_server.py",
             "args": knobs,
