@@ -305,6 +305,22 @@ def ferry(kube: Kube, ns: str, settings: Settings, facts: ClusterFacts) -> Itera
         yield from _chart_operator(kube, settings, facts)
 
 
+def _install_chart(kube: Kube, settings: Settings, *helm_args: str) -> bool:
+    """The CRD applied and the chart installed (or upgraded) with the suite's images; whether
+    the release existed before."""
+    _apply_crd(kube)
+    existed = kube.helm("status", RELEASE, "-n", RELEASE_NAMESPACE, check=False).returncode == 0
+    repository, _, tag = settings.operator_image.rpartition(":")
+    kube.helm(
+        "upgrade", "--install", RELEASE, str(ROOT / "charts" / "ferry"),
+        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", f"runtime.image={settings.runtime_image}",
+        *helm_args,
+    )  # fmt: skip
+    return existed
+
+
 def _chart_operator(kube: Kube, settings: Settings, facts: ClusterFacts) -> Iterator[Operator]:
     if not facts.can_run_pods():
         pytest.skip(
@@ -314,16 +330,7 @@ def _chart_operator(kube: Kube, settings: Settings, facts: ClusterFacts) -> Iter
     others = _other_operators(kube, {(RELEASE_NAMESPACE, RELEASE)})
     if others:
         pytest.fail(f"another Ferry operator runs in this cluster: {others}; remove it first")
-    _apply_crd(kube)
-    existed = kube.helm("status", RELEASE, "-n", RELEASE_NAMESPACE, check=False).returncode == 0
-    repository, _, tag = settings.operator_image.rpartition(":")
-    kube.helm(
-        "upgrade", "--install", RELEASE, str(ROOT / "charts" / "ferry"),
-        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", f"runtime.image={settings.runtime_image}",
-        "--wait", "--timeout", f"{int(settings.timeout)}s",
-    )  # fmt: skip
+    existed = _install_chart(kube, settings, "--wait", "--timeout", f"{int(settings.timeout)}s")
     started = time.time()
 
     def logs() -> str:
@@ -429,15 +436,7 @@ def _beside_operator(kube: Kube, settings: Settings) -> Iterator[Operator]:
     others = _other_operators(kube, {(RELEASE_NAMESPACE, RELEASE)})
     if others:
         pytest.fail(f"another Ferry operator runs in this cluster: {others}; remove it first")
-    _apply_crd(kube)
-    existed = kube.helm("status", RELEASE, "-n", RELEASE_NAMESPACE, check=False).returncode == 0
-    repository, _, tag = settings.operator_image.rpartition(":")
-    kube.helm(
-        "upgrade", "--install", RELEASE, str(ROOT / "charts" / "ferry"),
-        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", f"runtime.image={settings.runtime_image}",
-    )  # fmt: skip
+    existed = _install_chart(kube, settings)
     # Its pod could not reach the API server here: the same container runs beside the cluster.
     kube.kubectl("-n", RELEASE_NAMESPACE, "scale", f"deployment/{RELEASE}", "--replicas=0")
     deployment = kube.apps.read_namespaced_deployment(RELEASE, RELEASE_NAMESPACE)

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from e2e_models import ModelVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("modeldeployment*.yaml"))
+DEFAULT_EXAMPLE = ROOT / "examples" / "modeldeployment.yaml"
 
 SMALL_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
 MEMORY_LIMIT = "1Gi"  # torch and the example model need a few hundred MiB
@@ -142,3 +144,18 @@ def load(source: Path) -> dict[str, Any]:
     document = yaml.safe_load(source.read_text())
     assert isinstance(document, dict), f"{source} holds one ModelDeployment"
     return document
+
+
+def default_example(
+    namespace: str, store_base: str, models: Mapping[str, ModelVersion]
+) -> dict[str, Any]:
+    """A fresh copy of the default example, serving version "1", made runnable in
+    ``namespace`` (the base the lifecycle and rollout tests rename and change)."""
+    return adapt(
+        load(DEFAULT_EXAMPLE),
+        DEFAULT_EXAMPLE,
+        namespace=namespace,
+        store_base=store_base,
+        archive_path=models["1"].store_path,
+        digests={version: model.sha256 for version, model in models.items()},
+    ).body

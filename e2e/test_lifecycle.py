@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_examples import EXAMPLES, adapt, load, store_url
+from e2e_examples import default_example, store_url
 from e2e_kube import (
     GROUP,
     PLURAL,
@@ -28,7 +28,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 NAME = "mlp-lifecycle"
 LOADER = "rollout-load"
-DEFAULT_EXAMPLE = next(path for path in EXAMPLES if path.name == "modeldeployment.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +35,7 @@ def life(
     kube: Kube, ns: str, *, ferry: Operator, store_base: str, models: dict[str, ModelVersion]
 ) -> Iterator[dict[str, Any]]:
     """The default example, renamed, with two replicas so a rollout always has a ready pod."""
-    body = adapt(
-        load(DEFAULT_EXAMPLE),
-        DEFAULT_EXAMPLE,
-        namespace=ns,
-        store_base=store_base,
-        archive_path=models["1"].store_path,
-        digests={version: model.sha256 for version, model in models.items()},
-    ).body
+    body = default_example(ns, store_base, models)
     body["metadata"]["name"] = NAME
     body["spec"]["replicas"] = 2
     kube.create_md(body)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import torch
-from e2e_examples import EXAMPLES, adapt, load, store_url
+from e2e_examples import default_example, store_url
 from e2e_kube import Kube, Operator, Settings, condition, ready_md, wait_for
 from e2e_load import Load, LoadPlan, start_load
 from e2e_manifests import model_store
@@ -35,7 +35,6 @@ from torch import nn
 NAME = "mlp-canary"
 STEP_PAUSE_S = 20
 STORE = "rollout-store"
-DEFAULT_EXAMPLE = next(path for path in EXAMPLES if path.name == "modeldeployment.yaml")
 
 
 class FailsOnRealInput(nn.Module):
@@ -123,14 +122,7 @@ def canary(
     settings: Settings,
 ) -> Iterator[dict[str, Any]]:
     """The default example with two replicas and a one-step canary strategy, Ready on v1."""
-    body = adapt(
-        load(DEFAULT_EXAMPLE),
-        DEFAULT_EXAMPLE,
-        namespace=ns,
-        store_base=store_base,
-        archive_path=models["1"].store_path,
-        digests={version: model.sha256 for version, model in models.items()},
-    ).body
+    body = default_example(ns, store_base, models)
     body["metadata"]["name"] = NAME
     body["spec"]["replicas"] = 2
     body["spec"]["rollout"] = {
