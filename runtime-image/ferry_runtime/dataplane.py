@@ -46,7 +46,7 @@ from ferry_runtime.protocol.types import (
     RequestedOutput,
     TensorSpec,
 )
-from ferry_runtime.stats import BatchTiming, InferenceStats
+from ferry_runtime.stats import BatchTiming, InferenceStats, StatsKeeper
 
 
 class Engine(Protocol):
@@ -92,10 +92,15 @@ class PendingInference:
 class DataPlane:
     """Inference logic shared by REST (event loop) and gRPC (handler threads)."""
 
-    def __init__(self, signature: ModelSignature, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        signature: ModelSignature,
+        metrics: Metrics | None = None,
+        stats: StatsKeeper | None = None,
+    ) -> None:
         self.signature = signature
         self.metrics = metrics or Metrics(signature.max_batch_size)
-        self.stats = InferenceStats()
+        self.stats: StatsKeeper = stats or InferenceStats()
         self._engine: Engine | None = None
         self._ready = False
         self._in_flight = 0

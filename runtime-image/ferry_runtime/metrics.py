@@ -107,6 +107,10 @@ class Metrics:
             histogram = self._durations[protocol] = self.request_duration.labels(protocol)
         histogram.observe(seconds)
 
+    def exposition(self) -> bytes:
+        """This process's series in the text exposition format."""
+        return generate_latest(self.registry)
+
     def render(self) -> tuple[bytes, str]:
-        """The text exposition format and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """What ``/metrics`` answers: the text exposition format and its content type."""
+        return self.exposition(), CONTENT_TYPE_LATEST

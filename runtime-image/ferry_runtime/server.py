@@ -1,4 +1,6 @@
-"""``ferry-runtime serve``: one process: REST (uvicorn) on an event loop, gRPC on a thread pool.
+"""``ferry-runtime serve``: REST (uvicorn) on an event loop and gRPC on a thread pool in this
+process, or, with ``frontend_processes``, in that many front-end processes that feed this one
+(``frontends/``): then this process only loads the model and runs the batcher.
 
 Start-up: both servers bind and answer liveness at once; the model loads and warms up in a
 worker thread, then the compute thread starts and readiness turns true. A model that cannot
@@ -13,43 +15,30 @@ returns 0. A second signal skips the wait.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import signal
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import FrameType
-
-import grpc
-import uvicorn
 
 from ferry_runtime import priority
 from ferry_runtime.batching.batcher import Batcher, BatchingOptions
 from ferry_runtime.dataplane import DataPlane
+from ferry_runtime.frontends import channel as wire
+from ferry_runtime.frontends.service import EngineService
+from ferry_runtime.frontends.supervisor import FrontEnds
+from ferry_runtime.gc_tuning import tune_gc_for_serving
 from ferry_runtime.metrics import Metrics
 from ferry_runtime.model.base import Model, ModelLoadError
-from ferry_runtime.protocol.limits import body_limits
 from ferry_runtime.protocol.metadata import PLATFORM
 from ferry_runtime.protocol.types import DynamicBatching, ModelSignature, TensorSpec
 from ferry_runtime.settings import RuntimeSettings
 from ferry_runtime.termination import report_load_failure
-from ferry_runtime.transports import grpc as grpc_transport
-from ferry_runtime.transports import rest as rest_transport
-from ferry_runtime.transports.http_limits import HttpLimits, limited_protocol
+from ferry_runtime.transports.servers import TransportServers
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 SignalHandler = Callable[[int, FrameType | None], object] | int | None
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: ``RuntimeServer`` owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def batching_options(settings: RuntimeSettings) -> BatchingOptions:
@@ -106,40 +95,6 @@ def default_model_loader(settings: RuntimeSettings) -> Model:
     return model
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise OSError(f"cannot bind HTTP to {host}:{port}: {error.strerror or error}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _grpc_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-GC_THRESHOLDS = (50_000, 20, 100)
-"""Collector thresholds while serving: gen-0 runs every 50k allocations instead of 700."""
-
-
-def tune_gc_for_serving() -> None:
-    """Keep the cyclic garbage collector off the request path once the model is warm.
-
-    Everything alive after warm-up (torch, the model, the servers) is long-lived: freezing it
-    takes it out of every future collection, and a higher gen-0 threshold makes the remaining
-    collections rare. Under load this cut the gRPC p99 at concurrency 64 from ~110 ms to ~40 ms
-    in the benchmark (bench/). Requests create few reference cycles, so memory stays flat.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 class RuntimeServer:
     """The runtime: transports, DataPlane, batcher and their lifecycle.
 
@@ -178,9 +133,10 @@ class RuntimeServer:
         self.grpc_port = 0
         self._stop = asyncio.Event()
         self._force = False
-        self._uvicorn: _Uvicorn | None = None
-        self._uvicorn_task: asyncio.Task[None] | None = None
-        self._grpc: grpc.Server | None = None
+        self._transports: TransportServers | None = None
+        self._front_ends: FrontEnds | None = None
+        self._service: EngineService | None = None
+        self._failed = False
         self._serving_threads: set[int] = set()
 
     # ---- control ---------------------------------------------------------------------------
@@ -191,8 +147,8 @@ class RuntimeServer:
             force = True
         self._force = self._force or force
         self._stop.set()
-        if self._force and self._uvicorn is not None:
-            self._uvicorn.force_exit = True
+        if self._force and self._transports is not None:
+            self._transports.force_exit()
 
     async def run(
         self,
@@ -232,74 +188,63 @@ class RuntimeServer:
             await stopping
         stopping.cancel()
         await self._drain()
-        return status
+        return 1 if self._failed and status == 0 else status
 
     # ---- start-up --------------------------------------------------------------------------
 
     async def _start_transports(self) -> None:
         settings = self.settings
-        sock = _bind(settings.host, settings.http_port)
-        self.http_port = sock.getsockname()[1]
-        app = rest_transport.build_app(
-            self.dataplane,
-            max_request_bytes=settings.max_request_bytes,
-            max_json_request_bytes=settings.max_json_request_bytes,
-        )
-        limits = HttpLimits(
-            max_header_bytes=settings.max_header_bytes,
-            max_header_count=settings.max_header_count,
-            header_timeout_s=settings.header_timeout_s,
-            body_timeout_s=settings.body_timeout_s,
-        )
-        config = uvicorn.Config(
-            app,
-            http=limited_protocol(limits),
-            ws="none",
-            lifespan="off",
-            loop="none",
-            access_log=False,
-            log_config=None,
-            log_level=settings.log_level,
-            server_header=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
-            backlog=4096,
-        )
-        self._uvicorn = _Uvicorn(config)
-        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
-        while not self._uvicorn.started:
-            if self._uvicorn_task.done():
-                self._uvicorn_task.result()
-                raise RuntimeError("HTTP server exited during start-up")
-            await asyncio.sleep(0.01)
-
-        body = body_limits(
-            self.dataplane.signature, settings.max_request_bytes, settings.max_json_request_bytes
-        )
-        server = grpc_transport.build_server(
-            self.dataplane,
-            max_request_bytes=body.grpc,
-            # every request the batcher can hold (queued + one running batch) gets a thread
-            workers=settings.max_queue_size + settings.max_batch_size,
-        )
-        address = _grpc_address(settings.host, settings.grpc_port)
-        try:
-            self.grpc_port = server.add_insecure_port(address)
-        except RuntimeError as error:
-            raise OSError(f"cannot bind gRPC to {address}: {error}") from None
-        if not self.grpc_port:
-            raise OSError(f"cannot bind gRPC to {address}")
-        server.start()
-        self._grpc = server
+        if settings.frontend_processes:
+            await self._start_front_ends()
+        else:
+            transports = TransportServers(self.dataplane, settings)
+            self._transports = transports
+            await transports.start()
+            self.http_port, self.grpc_port = transports.http_port, transports.grpc_port
         log.info(
-            "serving model %r (version %s): REST on %s:%d, gRPC on %s:%d",
+            "serving model %r (version %s): REST on %s:%d, gRPC on %s:%d%s",
             settings.model_name,
             settings.model_version,
             settings.host,
             self.http_port,
             settings.host,
             self.grpc_port,
+            f" ({settings.frontend_processes} front-end processes)"
+            if settings.frontend_processes
+            else "",
         )
+
+    async def _start_front_ends(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def lost(index: int) -> None:
+            loop.call_soon_threadsafe(self._front_end_lost, index)
+
+        self._service = EngineService(
+            self.dataplane.signature, self.dataplane.stats, self.metrics.exposition, lost
+        )
+        self._front_ends = FrontEnds(self.settings, self.dataplane.signature, self._service)
+        try:
+            await self._front_ends.start()
+        except BaseException:
+            self._front_ends.kill()
+            self._service.stop()
+            raise
+        self.http_port, self.grpc_port = self._front_ends.http_port, self._front_ends.grpc_port
+
+    def _front_end_lost(self, index: int) -> None:
+        if self._stop.is_set():
+            return
+        log.error("front-end process %d ended; stopping so that the container restarts", index)
+        self._failed = True
+        self.request_stop(force=True)
+
+    def _set_ready(self, ready: bool) -> None:
+        self.dataplane.set_ready(ready)
+        if self._service is not None:
+            self._service.broadcast(
+                (wire.STATE, self.dataplane.ready(), self.dataplane.signature.device)
+            )
 
     async def _load(self) -> None:
         model = self._model
@@ -319,28 +264,23 @@ class RuntimeServer:
             priority.deprioritize(self._serving_threads, self.settings.serving_thread_nice)
             priority.shorten_switch_interval()
         self.dataplane.attach(batcher, model.device)
+        if self._service is not None:
+            self._service.attach(batcher)
         if self._tune_gc:
             tune_gc_for_serving()
-        self.dataplane.set_ready(True)
+        self._set_ready(True)
         log.info("model %r is ready", self.settings.model_name)
 
     # ---- shutdown --------------------------------------------------------------------------
 
     async def _drain(self) -> None:
         timeout = 0.0 if self._force else self.settings.drain_timeout_s
-        self.dataplane.set_ready(False)
+        self._set_ready(False)
         log.info("draining (up to %.1fs)", timeout)
-        waits = []
-        if self._uvicorn is not None and self._uvicorn_task is not None:
-            self._uvicorn.should_exit = True
-            if self._force:
-                self._uvicorn.force_exit = True
-            waits.append(self._uvicorn_task)
-        if self._grpc is not None:
-            stopped = self._grpc.stop(grace=timeout)
-            waits.append(asyncio.ensure_future(asyncio.to_thread(stopped.wait)))
-        if waits:
-            await asyncio.gather(*waits, return_exceptions=True)
+        if self._transports is not None:
+            await self._transports.stop(timeout, force=self._force)
+        if self._front_ends is not None:
+            await self._front_ends.stop(timeout)
         if self.batcher is not None:
             await self.batcher.stop(grace_s=0.0 if self._force else timeout)
         log.info("stopped")

@@ -106,6 +106,12 @@ class RuntimeSettings(BaseSettings):
     throughput at 10x overload instead of ~0.6 over gRPC). Off (0) by default: at saturation
     without overload it costs gRPC throughput (docs/reliability.md)."""
 
+    frontend_processes: int = Field(default=0, ge=0, le=64)
+    """Processes that serve REST and gRPC and hand requests to this one, which then only runs
+    the model and the batcher (``frontends/``). ``0``: the transports share this process (and
+    its GIL) with the batcher. With more CPUs than the forward pass uses, ``N`` front ends let
+    the request handling use ``N`` more cores."""
+
     drain_timeout_s: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM: longest wait for queued and in-flight requests to finish."""
 

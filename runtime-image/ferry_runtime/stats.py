@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(slots=True)
@@ -28,6 +28,22 @@ class Duration:
     def as_dict(self) -> dict[str, int]:
         """The Triton JSON form."""
         return {"count": self.count, "ns": self.ns}
+
+
+class StatsKeeper(Protocol):
+    """Where the DataPlane records requests and batches and reads the statistics back."""
+
+    def record_request(self, ok: bool, ns: int) -> None:
+        """Account one finished request."""
+        ...
+
+    def record_batch(self, timing: BatchTiming, queue_ns: int) -> None:
+        """Account one executed batch."""
+        ...
+
+    def as_dict(self, name: str, version: str) -> dict[str, Any]:
+        """The Triton ``model_stats`` entry."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from ferry_runtime.model.base import Model
 from torch import nn
@@ -136,6 +137,15 @@ class RunningServer:
             self.thread.join(timeout)
         assert not self.thread.is_alive(), "server did not stop"
         return self.exit_codes[0] if self.exit_codes else None
+
+
+FRONT_END_MODES = [
+    pytest.param(0, id="one-process"),
+    pytest.param(2, id="two-front-ends"),
+]
+"""``frontend_processes`` for server fixtures whose tests must pass both ways: the single
+process, and two front-end processes feeding the compute process (the protocol, the errors
+and the statistics must not tell them apart)."""
 
 
 def free_port() -> int:

@@ -10,18 +10,21 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from runtime_helpers import RunningServer, launch_server, write_model_dir
+from runtime_helpers import FRONT_END_MODES, RunningServer, launch_server, write_model_dir
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 LIMIT = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=FRONT_END_MODES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     running = launch_server(
         write_model_dir(tmp_path_factory.mktemp("m")),
         max_batch_size=4,
         max_request_bytes=LIMIT,
+        frontend_processes=request.param,
     )
     yield running
     assert running.stop() == 0

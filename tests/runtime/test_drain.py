@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from runtime_helpers import free_port, launch_server, write_model_dir
+from runtime_helpers import FRONT_END_MODES, free_port, launch_server, write_model_dir
 from torch import nn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -69,7 +69,8 @@ def grpc_infer(address: str, start: float) -> np.ndarray:
     return np.frombuffer(reply.raw_output_contents[0], dtype=np.float32) - (data * 2 + 1)
 
 
-def test_sigterm_drains_queued_and_in_flight_requests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front_ends", FRONT_END_MODES)
+def test_sigterm_drains_queued_and_in_flight_requests(tmp_path: Path, front_ends: int) -> None:
     model_dir = write_model_dir(tmp_path / "slow", Slow())
     http_port, grpc_port = free_port(), free_port()
     env = {
@@ -81,6 +82,7 @@ def test_sigterm_drains_queued_and_in_flight_requests(tmp_path: Path) -> None:
         "FERRY_RUNTIME_MAX_BATCH_SIZE": "2",
         "FERRY_RUNTIME_DRAIN_TIMEOUT_S": "60",
         "FERRY_RUNTIME_THREADS": "1",
+        "FERRY_RUNTIME_FRONTEND_PROCESSES": str(front_ends),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "ferry_runtime", "serve"],

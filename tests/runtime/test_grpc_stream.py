@@ -11,16 +11,19 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from runtime_helpers import RunningServer, launch_server, write_model_dir
+from runtime_helpers import FRONT_END_MODES, RunningServer, launch_server, write_model_dir
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=FRONT_END_MODES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     running = launch_server(
         write_model_dir(tmp_path_factory.mktemp("affine")),
         model_name="affine",
         max_batch_size=8,
+        frontend_processes=request.param,
     )
     yield running
     assert running.stop() == 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from runtime_helpers import RunningServer, launch_server, write_model_dir
+from runtime_helpers import FRONT_END_MODES, RunningServer, launch_server, write_model_dir
 from torch import nn
 from tritonclient.utils import InferenceServerException
 
@@ -34,26 +34,37 @@ TWO_HEADS_OUTPUTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=FRONT_END_MODES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     running = launch_server(
         write_model_dir(tmp_path_factory.mktemp("affine")),
         model_name="affine",
         max_batch_size=8,
+        frontend_processes=request.param,
     )
     yield running
     assert running.stop() == 0
 
 
-@pytest.fixture(scope="module")
-def two_heads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=FRONT_END_MODES)
+def two_heads(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     directory = write_model_dir(
         tmp_path_factory.mktemp("two-heads"),
         TwoHeads(),
         inputs=TWO_HEADS_INPUTS,
         outputs=TWO_HEADS_OUTPUTS,
     )
-    running = launch_server(directory, model_name="two", model_version="7", max_batch_size=4)
+    running = launch_server(
+        directory,
+        model_name="two",
+        model_version="7",
+        max_batch_size=4,
+        frontend_processes=request.param,
+    )
     yield running
     assert running.stop() == 0
 

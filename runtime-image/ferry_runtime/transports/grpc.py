@@ -62,12 +62,13 @@ PROTOCOL = "grpc"
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 
 
-def server_options(max_request_bytes: int) -> list[tuple[str, Any]]:
-    """gRPC server options: the request size limit, and no silent port sharing."""
+def server_options(max_request_bytes: int, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
+    """gRPC server options: the request size limit, and no silent port sharing unless
+    ``reuse_port`` (front-end processes share their ports on purpose)."""
     return [
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
 
 
@@ -269,7 +270,9 @@ def _unimplemented_stream(name: str) -> Callable[..., Any]:
     return unimplemented
 
 
-def build_server(dataplane: DataPlane, *, max_request_bytes: int, workers: int) -> grpc.Server:
+def build_server(
+    dataplane: DataPlane, *, max_request_bytes: int, workers: int, reuse_port: bool = False
+) -> grpc.Server:
     """A thread-pool gRPC server with the service added (ports are bound by the caller).
 
     ``workers`` bounds the inference calls served at once; the caller sizes it to the batcher's
@@ -280,7 +283,7 @@ def build_server(dataplane: DataPlane, *, max_request_bytes: int, workers: int) 
         max_workers=workers + SHEDDING_WORKERS + MAX_STREAMS, thread_name_prefix="ferry-grpc"
     )
     _prestart(pool, min(workers + SHEDDING_WORKERS, PRESTARTED_WORKERS))
-    server = grpc.server(pool, options=server_options(max_request_bytes))
+    server = grpc.server(pool, options=server_options(max_request_bytes, reuse_port=reuse_port))
     handlers = method_handlers(InferenceServicer(dataplane), dataplane, workers)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
