@@ -62,6 +62,12 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` alone (0 once it is gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds used so far by ``root`` and its live descendants."""
     total = 0

@@ -215,20 +215,18 @@ class RuntimeServer:
         )
 
     async def _start_front_ends(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def lost(index: int) -> None:
-            loop.call_soon_threadsafe(self._front_end_lost, index)
-
         self._service = EngineService(
-            self.dataplane.signature, self.dataplane.stats, self.metrics.exposition, lost
+            self.dataplane.signature,
+            self.dataplane.stats,
+            self.metrics.exposition,
+            self._front_end_lost,
         )
         self._front_ends = FrontEnds(self.settings, self.dataplane.signature, self._service)
         try:
             await self._front_ends.start()
         except BaseException:
             self._front_ends.kill()
-            self._service.stop()
+            self._service.close()
             raise
         self.http_port, self.grpc_port = self._front_ends.http_port, self._front_ends.grpc_port
 

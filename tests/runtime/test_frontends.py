@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from ferry_runtime.frontends import channel as wire
-from ferry_runtime.frontends.channel import Channel
+from ferry_runtime.frontends.channel import BlockingChannel
 from ferry_runtime.frontends.exposition import merge_expositions
 from ferry_runtime.protocol.types import ModelSignature, TensorSpec
 from ferry_runtime.settings import RuntimeSettings
@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from runtime_helpers import RunningServer, launch_server, write_model_dir
 
 REQUESTS = 40
+FRONT_END_COMMAND = (sys.executable, "-m", "ferry_runtime.frontends")
 
 
 def samples(text: bytes | str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -130,37 +131,43 @@ def test_a_front_end_that_dies_ends_the_server_with_status_1(tmp_path: Path) -> 
     assert survivor.wait(30) == 0  # drained and stopped, not orphaned
 
 
-def start_front_end(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Channel]:
-    ours, theirs = socket.socketpair()
+def start_front_end() -> tuple[subprocess.Popen[bytes], BlockingChannel, BlockingChannel]:
+    """A front end whose compute process is this test: (process, data, control)."""
+    data, data_theirs = socket.socketpair()
+    control, control_theirs = socket.socketpair()
+    fds = (data_theirs.fileno(), control_theirs.fileno())
     process = subprocess.Popen(
-        [sys.executable, "-m", "ferry_runtime.frontends", "--channel-fd", str(theirs.fileno())],
-        pass_fds=(theirs.fileno(),),
+        [*FRONT_END_COMMAND, "--data-fd", str(fds[0]), "--control-fd", str(fds[1])],
+        pass_fds=fds,
         stderr=subprocess.PIPE,
     )
-    theirs.close()
-    return process, Channel(ours.detach())
+    data_theirs.close()
+    control_theirs.close()
+    return process, BlockingChannel(data), BlockingChannel(control)
 
 
-def test_a_front_end_ends_when_the_compute_process_is_gone(tmp_path: Path) -> None:
-    process, channel = start_front_end(tmp_path)
+def test_a_front_end_ends_when_the_compute_process_is_gone() -> None:
+    process, data, control = start_front_end()
     spec = TensorSpec("x", "FP32", (4,))
     signature = ModelSignature(
         name="m", version="1", platform="pytorch", inputs=(spec,), outputs=(spec,), max_batch_size=4
     )
     settings = RuntimeSettings(host="127.0.0.1", http_port=0, grpc_port=0, log_level="warning")
-    channel.send((wire.HELLO, signature, settings))
-    assert channel.recv() == (wire.LISTENING,)
-    channel.close()
+    control.send((wire.HELLO, signature, settings))
+    assert data.recv(timeout=30) == (wire.LISTENING,)
+    data.close()
+    control.close()
     _, errors = process.communicate(timeout=30)
     assert process.returncode == 1
     assert b"the compute process is gone" in errors
 
 
-def test_a_front_end_without_its_start_message_exits_1(tmp_path: Path) -> None:
-    process, channel = start_front_end(tmp_path)
-    channel.send(("nonsense",))
+def test_a_front_end_without_its_start_message_exits_1() -> None:
+    process, data, control = start_front_end()
+    control.send(("nonsense",))
     _, errors = process.communicate(timeout=30)
-    channel.close()
+    data.close()
+    control.close()
     assert process.returncode == 1
     assert b"no start message" in errors
 

@@ -316,8 +316,9 @@ def test_predict_with_two_outputs_returns_objects(tmp_path: Path) -> None:
         ("BF16", None),
     ],
 )
+@pytest.mark.parametrize("front_ends", FRONT_END_MODES)
 def test_every_datatype_round_trips(
-    tmp_path: Path, datatype: str, numpy_type: type[np.generic] | None
+    tmp_path: Path, datatype: str, numpy_type: type[np.generic] | None, front_ends: int
 ) -> None:
     class Identity(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -327,7 +328,7 @@ def test_every_datatype_round_trips(
     directory = write_model_dir(
         tmp_path / datatype, Identity(), inputs=config, outputs=[{**config[0], "name": "Y"}]
     )
-    running = launch_server(directory, max_batch_size=2)
+    running = launch_server(directory, max_batch_size=2, frontend_processes=front_ends)
     try:
         if numpy_type is None:  # BF16: tritonclient sends raw ml_dtypes.bfloat16 bits
             import ml_dtypes

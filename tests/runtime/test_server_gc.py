@@ -6,11 +6,11 @@ import json
 import subprocess
 import sys
 
-from ferry_runtime.server import GC_THRESHOLDS
+from ferry_runtime.gc_tuning import GC_THRESHOLDS
 
 PROBE = """
 import gc, json
-from ferry_runtime.server import tune_gc_for_serving
+from ferry_runtime.gc_tuning import tune_gc_for_serving
 before = gc.get_freeze_count()
 tune_gc_for_serving()
 print(json.dumps({"before": before, "after": gc.get_freeze_count(),

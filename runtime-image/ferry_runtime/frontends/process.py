@@ -1,10 +1,11 @@
 """One front-end process: REST and gRPC over a DataPlane whose engine is the compute process.
 
 Started by the compute process (``supervisor.py``) as ``python -m ferry_runtime.frontends
---channel-fd FD``; everything else (settings with the ports to share, the model signature)
-arrives in the first message. SIGTERM drains like the single-process server: readiness turns
-false, the servers stop taking connections, requests in flight finish (bounded by the drain
-timeout). Losing the compute process ends the front end at once with status 1.
+--data-fd FD --control-fd FD``; everything else (settings with the ports to share, the model
+signature) arrives in the first message on the control channel. SIGTERM drains like the
+single-process server: readiness turns false, the servers stop taking connections, requests in
+flight finish (bounded by the drain timeout). Losing the compute process ends the front end at
+once with status 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -20,8 +22,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ferry_runtime.dataplane import DataPlane
 from ferry_runtime.frontends import channel as wire
-from ferry_runtime.frontends.channel import Channel
+from ferry_runtime.frontends.channel import BlockingChannel
 from ferry_runtime.frontends.remote import RemoteEngine, RemoteStats
+from ferry_runtime.gc_tuning import tune_gc_for_serving
 from ferry_runtime.metrics import Metrics
 from ferry_runtime.protocol.errors import UnavailableError
 from ferry_runtime.protocol.types import ModelSignature
@@ -29,6 +32,9 @@ from ferry_runtime.settings import RuntimeSettings
 from ferry_runtime.transports.servers import TransportServers
 
 log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+"""Longest wait for the compute process's first message."""
 
 
 class FrontEndMetrics(Metrics):
@@ -52,10 +58,17 @@ class FrontEndMetrics(Metrics):
 class FrontEnd:
     """The transports of one front-end process and their lifecycle."""
 
-    def __init__(self, settings: RuntimeSettings, signature: ModelSignature, channel: Channel):
+    def __init__(
+        self, settings: RuntimeSettings, signature: ModelSignature, control: BlockingChannel
+    ) -> None:
         self.settings = settings
-        self.channel = channel
-        self.engine = RemoteEngine(channel, settings.max_queue_size + settings.max_batch_size)
+        self.engine = RemoteEngine(
+            control,
+            settings.max_queue_size + settings.max_batch_size,
+            on_state=self._state,
+            on_lost=self._lost,
+            exposition=self._exposition,
+        )
         self.metrics = FrontEndMetrics(settings.max_batch_size, self.engine)
         self.dataplane = DataPlane(signature, self.metrics, RemoteStats(self.engine))
         self.servers = TransportServers(self.dataplane, settings, reuse_port=True)
@@ -63,24 +76,22 @@ class FrontEnd:
         self._stop = asyncio.Event()
         self._status = 0
 
-    async def run(self) -> int:
+    async def run(self, data: socket.socket) -> int:
         """Serve until SIGTERM/SIGINT or until the compute process is gone."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        self.engine.start(
-            on_state=lambda ready, device: loop.call_soon_threadsafe(self._state, ready, device),
-            on_lost=lambda: loop.call_soon_threadsafe(self._lost),
-            exposition=self.metrics.exposition,
-        )
+        await self.engine.connect(data)
         await self.servers.start()
-        self.channel.send((wire.LISTENING,))
+        self.engine.announce_listening()
         await self._stop.wait()
         self.dataplane.set_ready(False)
         force = self._status != 0
         await self.servers.stop(0.0 if force else self.settings.drain_timeout_s, force=force)
-        self.channel.close()
         return self._status
+
+    def _exposition(self) -> bytes:
+        return self.metrics.exposition()
 
     def _state(self, ready: bool, device: str) -> None:
         if ready and not self._attached:
@@ -109,11 +120,15 @@ def _hello(message: wire.Message) -> tuple[ModelSignature, RuntimeSettings]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m ferry_runtime.frontends``."""
     parser = argparse.ArgumentParser(prog="python -m ferry_runtime.frontends")
-    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--data-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    channel = Channel(args.channel_fd)
+    data = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=args.data_fd)
+    control = BlockingChannel(
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=args.control_fd)
+    )
     try:
-        signature, settings = _hello(channel.recv())
+        signature, settings = _hello(control.recv(timeout=START_TIMEOUT_S))
     except (EOFError, OSError) as error:
         print(f"ferry-runtime front end: no start message: {error}", file=sys.stderr)
         return 1
@@ -123,12 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     import uvloop
 
-    from ferry_runtime.gc_tuning import tune_gc_for_serving
-
     async def serve() -> int:
-        front_end = FrontEnd(settings, signature, channel)
+        front_end = FrontEnd(settings, signature, control)
         tune_gc_for_serving()
-        return await front_end.run()
+        return await front_end.run(data)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve())

@@ -1,19 +1,17 @@
-"""The compute process's side of the front-end channels: queue the front ends' requests in the
-batcher and send the answers back.
+"""The compute process's side of the front-end channels, served by its event loop.
 
-Per front end, a reader thread unpickles each message and queues its requests with
-``submit_threadsafe``; the compute thread resolves the futures, whose callbacks only append
-the answer to the front end's outbox; a writer thread sends everything in the outbox as one
-message. So the compute thread pays a list append per request, and a busy front end gets many
-answers per write.
+Requests from a front end's data channel go into the batcher with ``submit``, the same
+event-loop path REST takes in a single process: the compute thread hands each finished batch
+back to the loop with one ``call_soon_threadsafe``, and the loop sends every answer that is
+ready as one message per front end. The compute thread never touches a socket.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import itertools
 import logging
-import threading
+import socket
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -23,7 +21,7 @@ import numpy as np
 
 from ferry_runtime.dataplane import Engine
 from ferry_runtime.frontends import channel as wire
-from ferry_runtime.frontends.channel import Channel, Message
+from ferry_runtime.frontends.channel import ChannelProtocol, Message
 from ferry_runtime.frontends.exposition import merge_expositions
 from ferry_runtime.protocol.errors import (
     InferenceFailedError,
@@ -41,49 +39,34 @@ EXPOSITION_TIMEOUT_S = 2.0
 """Longest wait for the other front ends' metrics when one of them is scraped."""
 
 
-class _Peer:
-    """One front end: its channel, its outbox and the threads that serve them."""
+class Peer:
+    """One front end as the compute process sees it."""
 
-    def __init__(self, index: int, channel: Channel) -> None:
+    def __init__(self, index: int) -> None:
         self.index = index
-        self.channel = channel
-        self.listening = threading.Event()
+        self.listening = asyncio.Event()
         self.requests = 0
+        self.data: ChannelProtocol | None = None
+        self.control: ChannelProtocol | None = None
         self._outbox: list[Answer] = []
-        self._cond = threading.Condition(threading.Lock())
-        self._closed = False
 
     def answer(self, item: Answer) -> None:
-        with self._cond:
-            self._outbox.append(item)
-            if len(self._outbox) == 1:
-                self._cond.notify()
+        """Queue an answer; everything queued in one loop iteration leaves as one message."""
+        self._outbox.append(item)
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._send_answers)
 
-    def write_answers(self) -> None:
-        """Writer thread: send the outbox, as one message per wake-up, until closed."""
-        while True:
-            with self._cond:
-                while not self._outbox and not self._closed:
-                    self._cond.wait()
-                if self._closed and not self._outbox:
-                    return
-                items, self._outbox = self._outbox, []
-            try:
-                self.channel.send((wire.ANSWERS, items))
-            except OSError:
-                return
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+    def _send_answers(self) -> None:
+        items, self._outbox = self._outbox, []
+        if items and self.data is not None:
+            self.data.send((wire.ANSWERS, items))
 
 
 class EngineService:
-    """Serves one engine (the batcher) to the front ends' channels.
+    """Serves one engine (the batcher) to the front ends' channels (on the event loop).
 
-    ``render_own`` renders the compute process's metrics; ``on_lost`` is called (from a
-    reader thread) with a front end's index when its channel closes.
+    ``render_own`` renders the compute process's metrics; ``on_lost`` gets a front end's
+    index when its data channel closes unexpectedly.
     """
 
     def __init__(
@@ -98,13 +81,14 @@ class EngineService:
         self._render_own = render_own
         self._on_lost = on_lost
         self._engine: Engine | None = None
-        self._peers: list[_Peer] = []
+        self._peers: list[Peer] = []
         self._stopping = False
         self._tokens = itertools.count()
-        self._replies: dict[int, concurrent.futures.Future[Any]] = {}
+        self._replies: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
-    def peers(self) -> Sequence[_Peer]:
+    def peers(self) -> Sequence[Peer]:
         """The front ends served, in the order they were added."""
         return self._peers
 
@@ -112,78 +96,59 @@ class EngineService:
         """Queue requests into ``engine`` from now on (before: answered as unavailable)."""
         self._engine = engine
 
-    def serve(self, channel: Channel) -> _Peer:
-        """Start serving one front end's channel."""
-        peer = _Peer(len(self._peers), channel)
+    async def serve(self, data: socket.socket, control: socket.socket) -> Peer:
+        """Serve one front end's two channels on the running loop."""
+        peer = Peer(len(self._peers))
         self._peers.append(peer)
-        workers: tuple[tuple[Callable[[], None], str], ...] = (
-            (partial(self._read, peer), "reader"),
-            (peer.write_answers, "writer"),
+        peer.data = await wire.serve_channel(
+            data, partial(self._on_data, peer), partial(self._lost, peer)
         )
-        for target, role in workers:
-            name = f"ferry-frontend-{peer.index}-{role}"
-            threading.Thread(target=target, name=name, daemon=True).start()
+        peer.control = await wire.serve_channel(
+            control, partial(self._on_control, peer), lambda: None
+        )
         return peer
 
     def broadcast(self, message: Message) -> None:
-        """Send ``message`` to every front end still connected."""
+        """Send ``message`` on every front end's data channel."""
         for peer in self._peers:
-            try:
-                peer.channel.send(message)
-            except OSError:
-                continue
+            if peer.data is not None:
+                peer.data.send(message)
 
     def expect_exits(self) -> None:
         """The front ends are being stopped: a closing channel is no longer an error."""
         self._stopping = True
 
-    def stop(self) -> None:
-        """Stop serving: the channels close, the threads end."""
+    def close(self) -> None:
+        """Close every channel."""
         self._stopping = True
         for peer in self._peers:
-            peer.close()
-            peer.channel.shutdown()
+            for protocol in (peer.data, peer.control):
+                if protocol is not None:
+                    protocol.close()
 
-    # ---- reader threads --------------------------------------------------------------------
+    # ---- data channels ---------------------------------------------------------------------
 
-    def _read(self, peer: _Peer) -> None:
-        try:
-            while True:
-                message = peer.channel.recv()
-                kind = message[0]
-                if kind == wire.INFER:
-                    for request_id, inputs, rows in message[1]:
-                        self._submit(peer, request_id, inputs, rows)
-                    peer.requests += len(message[1])
-                elif kind == wire.CALL:
-                    _, token, what, payload = message
-                    if what == "metrics":  # waits for the other front ends: not on this thread
-                        threading.Thread(
-                            target=self._answer_metrics, args=(peer, token, payload), daemon=True
-                        ).start()
-                    else:
-                        peer.channel.send((wire.REPLY, token, self._call(what)))
-                elif kind == wire.REPLY:
-                    reply = self._replies.get(message[1])
-                    if reply is not None and not reply.done():
-                        reply.set_result(message[2])
-                elif kind == wire.LISTENING:
-                    peer.listening.set()
-                else:
-                    raise OSError(f"unknown message kind {kind!r} from front end {peer.index}")
-        except (EOFError, OSError) as error:
-            peer.close()
-            if not self._stopping:
-                log.error("front end %d is gone: %s", peer.index, error or "channel closed")
-                self._on_lost(peer.index)
+    def _on_data(self, peer: Peer, messages: list[Message]) -> None:
+        for message in messages:
+            kind = message[0]
+            if kind == wire.INFER:
+                for request_id, inputs, rows in message[1]:
+                    self._submit(peer, request_id, wire.unpack_arrays(inputs), rows)
+                peer.requests += len(message[1])
+            elif kind == wire.REPLY:
+                reply = self._replies.get(message[1])
+                if reply is not None and not reply.done():
+                    reply.set_result(message[2])
+            elif kind == wire.LISTENING:
+                peer.listening.set()
 
-    def _submit(self, peer: _Peer, request_id: int, inputs: list[np.ndarray], rows: int) -> None:
+    def _submit(self, peer: Peer, request_id: int, inputs: list[np.ndarray], rows: int) -> None:
         started = time.perf_counter_ns()
         engine = self._engine
         try:
             if engine is None:
                 raise UnavailableError(f"model {self._signature.name!r} is not ready (loading)")
-            future = engine.submit_threadsafe(inputs, rows)
+            future = engine.submit(inputs, rows)
         except Exception as error:  # refused at intake: queue full, stopping, too many rows
             self._stats.record_request(False, time.perf_counter_ns() - started)
             peer.answer((request_id, False, _portable(error)))
@@ -192,53 +157,65 @@ class EngineService:
 
     def _answered(
         self,
-        peer: _Peer,
+        peer: Peer,
         request_id: int,
         started: int,
-        future: concurrent.futures.Future[list[np.ndarray]],
+        future: asyncio.Future[list[np.ndarray]],
     ) -> None:
-        error = future.exception()
-        self._stats.record_request(error is None, time.perf_counter_ns() - started)
-        if error is None:
-            peer.answer((request_id, True, future.result()))
+        error = None if future.cancelled() else future.exception()
+        ok = error is None and not future.cancelled()
+        self._stats.record_request(ok, time.perf_counter_ns() - started)
+        if ok:
+            peer.answer((request_id, True, wire.pack_arrays(future.result())))
         else:
-            peer.answer((request_id, False, _portable(error)))
+            peer.answer((request_id, False, _portable(error or UnavailableError("cancelled"))))
 
-    def _call(self, what: str) -> object:
-        if what == "stats":
-            signature = self._signature
-            return self._stats.as_dict(signature.name, signature.version)
-        return None
+    def _lost(self, peer: Peer) -> None:
+        if not self._stopping:
+            log.error("front end %d is gone", peer.index)
+            self._on_lost(peer.index)
 
-    def _answer_metrics(self, caller: _Peer, token: int, fresh: object) -> None:
+    # ---- control channels ------------------------------------------------------------------
+
+    def _on_control(self, peer: Peer, messages: list[Message]) -> None:
+        for message in messages:
+            if message[0] != wire.CALL or peer.control is None:
+                continue
+            _, token, what, payload = message
+            if what == "metrics":
+                task = asyncio.ensure_future(self._answer_metrics(peer, token, payload))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif what == "stats":
+                signature = self._signature
+                stats = self._stats.as_dict(signature.name, signature.version)
+                peer.control.send((wire.REPLY, token, stats))
+            else:
+                peer.control.send((wire.REPLY, token, None))
+
+    async def _answer_metrics(self, caller: Peer, token: int, fresh: object) -> None:
         """Every process's series now: ours, the caller's (sent with the question) and each
-        other front end's (asked for, a bounded wait each)."""
+        other front end's (asked for, one bounded wait for all)."""
         texts = [self._render_own(), fresh if isinstance(fresh, bytes) else b""]
-        asked: dict[int, concurrent.futures.Future[Any]] = {}
+        loop = asyncio.get_running_loop()
+        asked: dict[int, asyncio.Future[Any]] = {}
         for peer in self._peers:
-            if peer is caller:
+            if peer is caller or peer.data is None or not peer.data.open:
                 continue
             question = next(self._tokens)
-            asked[question] = self._replies[question] = concurrent.futures.Future()
-            try:
-                peer.channel.send((wire.CALL, question, "exposition", None))
-            except OSError:
-                del asked[question]
-                self._replies.pop(question, None)
-        deadline = time.monotonic() + EXPOSITION_TIMEOUT_S
-        for question, reply in asked.items():
-            try:
-                text = reply.result(timeout=max(0.0, deadline - time.monotonic()))
-            except concurrent.futures.TimeoutError:
-                continue
-            finally:
-                self._replies.pop(question, None)
-            if isinstance(text, bytes):
-                texts.append(text)
+            asked[question] = self._replies[question] = loop.create_future()
+            peer.data.send((wire.CALL, question, "exposition"))
         try:
-            caller.channel.send((wire.REPLY, token, merge_expositions(texts)))
-        except OSError:
-            return
+            if asked:
+                await asyncio.wait(asked.values(), timeout=EXPOSITION_TIMEOUT_S)
+        finally:
+            for question in asked:
+                self._replies.pop(question, None)
+        for reply in asked.values():
+            if reply.done() and isinstance(reply.result(), bytes):
+                texts.append(reply.result())
+        if caller.control is not None:
+            caller.control.send((wire.REPLY, token, merge_expositions(texts)))
 
 
 def _portable(error: BaseException) -> InferenceServerError:

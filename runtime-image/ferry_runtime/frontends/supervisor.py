@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 
 from ferry_runtime.frontends import channel as wire
-from ferry_runtime.frontends.channel import Channel
 from ferry_runtime.frontends.service import EngineService
 from ferry_runtime.protocol.types import ModelSignature
 from ferry_runtime.settings import RuntimeSettings
@@ -58,32 +57,22 @@ class FrontEnds:
                 update={"http_port": self.http_port, "grpc_port": self.grpc_port}
             )
             for _ in range(settings.frontend_processes):
-                self._spawn(shared)
-            await asyncio.to_thread(self._wait_listening)
+                await self._spawn(shared)
+            await self._wait_listening()
 
-    def _spawn(self, settings: RuntimeSettings) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with ours, theirs:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ferry_runtime.frontends",
-                    "--channel-fd",
-                    str(theirs.fileno()),
-                ],
-                pass_fds=(theirs.fileno(),),
-                env=os.environ.copy(),
-            )
-            channel = Channel(ours.detach())
-        self.processes.append(process)
-        self.service.serve(channel)
-        channel.send((wire.HELLO, self.signature, settings))
+    async def _spawn(self, settings: RuntimeSettings) -> None:
+        data, data_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        control, control_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with data_theirs, control_theirs:
+            self.processes.append(_launch(data_theirs.fileno(), control_theirs.fileno()))
+        peer = await self.service.serve(data, control)
+        assert peer.control is not None
+        peer.control.send((wire.HELLO, self.signature, settings))
 
-    def _wait_listening(self) -> None:
+    async def _wait_listening(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         for peer, process in zip(self.service.peers, self.processes, strict=True):
-            while not peer.listening.wait(0.05):
+            while not peer.listening.is_set():
                 if process.poll() is not None:
                     raise OSError(
                         f"front end {peer.index} exited with status {process.returncode} "
@@ -91,8 +80,10 @@ class FrontEnds:
                     )
                 if time.monotonic() > deadline:
                     raise OSError(
-                        f"front end {peer.index} did not listen within {START_TIMEOUT_S}s"
+                        f"front end {peer.index} did not listen within {START_TIMEOUT_S:.0f}s"
                     )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(peer.listening.wait(), 0.05)
 
     async def stop(self, grace_s: float) -> None:
         """Drain every front end (SIGTERM), killing those still there after the grace."""
@@ -110,10 +101,17 @@ class FrontEnds:
                 log.warning("front end (pid %d) did not stop in time; killing it", process.pid)
                 process.kill()
                 await asyncio.to_thread(process.wait)
-        self.service.stop()
+        self.service.close()
 
     def kill(self) -> None:
         """End every front end at once (the compute process is failing)."""
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
+
+
+def _launch(data_fd: int, control_fd: int) -> subprocess.Popen[bytes]:
+    """Start ``python -m ferry_runtime.frontends`` with its ends of the two socket pairs."""
+    command = [sys.executable, "-m", "ferry_runtime.frontends"]
+    command += ["--data-fd", str(data_fd), "--control-fd", str(control_fd)]
+    return subprocess.Popen(command, pass_fds=(data_fd, control_fd), env=os.environ.copy())
