@@ -37,6 +37,7 @@ EXTREME_SPEC: dict[str, Any] = {
     "runtime": {
         "device": "cuda",
         "threads": 256,
+        "frontendProcesses": 64,
         "protocols": {"httpPort": 65535, "grpcPort": 1024},
     },
     "resources": {"gpu": {"count": 16}},
@@ -140,6 +141,7 @@ def test_rendered_env_loads_into_runtime_settings_with_the_spec_values(
     assert settings.model_sha256 == spec.model.sha256
     assert settings.device == spec.runtime.device
     assert settings.threads == spec.runtime.threads
+    assert settings.frontend_processes == spec.runtime.frontend_processes
     assert settings.http_port == spec.runtime.protocols.http_port
     assert settings.grpc_port == spec.runtime.protocols.grpc_port
     assert settings.batching_enabled is spec.batching.enabled

@@ -259,6 +259,13 @@ class Runtime(ApiModel):
     threads: int = Field(default=0, ge=0, le=256)
     """Torch intra-op threads; 0 lets torch decide from the CPUs it sees."""
 
+    frontend_processes: int = Field(default=0, ge=0, le=64)
+    """Separate front-end processes serving REST and gRPC on the same ports (SO_REUSEPORT);
+    they decode requests and hand tensors to the one process that holds the model and the
+    batcher, so the transport's Python work leaves the compute core. Worth it on pods with 2 or
+    more CPUs; each process runs its own HTTP and gRPC servers (tens of MiB of memory each).
+    0 keeps one process serving both transports and the model."""
+
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables for the model server container."""
 

@@ -373,6 +373,8 @@ def test_bounds_enums_and_sizes(root: Schema) -> None:
         "aot-inductor",
     ]
     assert schema_at(root, "spec.runtime.protocols.httpPort")["minimum"] == 1024
+    frontend = schema_at(root, "spec.runtime.frontendProcesses")
+    assert (frontend["minimum"], frontend["maximum"], frontend["default"]) == (0, 64, 0)
 
 
 def test_required_fields(root: Schema) -> None:

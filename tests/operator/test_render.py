@@ -362,7 +362,7 @@ def test_runtime_env_carries_the_spec() -> None:
                 "version": "7",
                 "format": "aot-inductor",
             },
-            "runtime": {"device": "cpu", "threads": 3},
+            "runtime": {"device": "cpu", "threads": 3, "frontendProcesses": 4},
             "batching": {
                 "enabled": False,
                 "maxBatchSize": 64,
@@ -383,6 +383,7 @@ def test_runtime_env_carries_the_spec() -> None:
         "FERRY_RUNTIME_MODEL_SHA256": sha,
         "FERRY_RUNTIME_DEVICE": "cpu",
         "FERRY_RUNTIME_THREADS": "3",
+        "FERRY_RUNTIME_FRONTEND_PROCESSES": "4",
         "FERRY_RUNTIME_HTTP_PORT": "8080",
         "FERRY_RUNTIME_GRPC_PORT": "8081",
         "FERRY_RUNTIME_BATCHING_ENABLED": "false",
@@ -400,6 +401,11 @@ def test_served_name_defaults_to_metadata_name_and_sha_is_optional() -> None:
     env = env_of(server(render(name="fraud-detector")))
     assert env["FERRY_RUNTIME_MODEL_NAME"] == "fraud-detector"
     assert "FERRY_RUNTIME_MODEL_SHA256" not in env
+
+
+def test_frontend_processes_default_to_zero_one_process_serves_everything() -> None:
+    env = env_of(server(render()))
+    assert env["FERRY_RUNTIME_FRONTEND_PROCESSES"] == "0"
 
 
 def test_user_env_follows_ferry_env_in_order_and_may_override_home() -> None:

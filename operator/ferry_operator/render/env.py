@@ -26,6 +26,7 @@ def runtime_settings(md: ModelDeployment, options: RenderOptions) -> dict[str, s
         "MODEL_FORMAT": spec.model.format,
         "DEVICE": spec.runtime.device,
         "THREADS": str(spec.runtime.threads),
+        "FRONTEND_PROCESSES": str(spec.runtime.frontend_processes),
         "HTTP_PORT": str(spec.runtime.protocols.http_port),
         "GRPC_PORT": str(spec.runtime.protocols.grpc_port),
         "BATCHING_ENABLED": _flag(spec.batching.enabled),

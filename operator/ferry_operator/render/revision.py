@@ -2,8 +2,9 @@
 Deployments that run them.
 
 A *revision* is one distinct pod template: model (uri, sha256, version, format), runtime (image,
-device, threads, env, ports), resources, scheduling and batching. Replicas, autoscaling, the
-Service and the rollout settings are not part of it: changing them starts no rollout.
+device, threads, frontend processes, env, ports), resources, scheduling and batching. Replicas,
+autoscaling, the Service and the rollout settings are not part of it: changing them starts no
+rollout.
 
 Each Deployment carries the template it runs as an annotation, so that the operator can render
 it again (to change its replicas) while the spec already asks for another revision.
