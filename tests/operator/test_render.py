@@ -403,9 +403,11 @@ def test_served_name_defaults_to_metadata_name_and_sha_is_optional() -> None:
     assert "FERRY_RUNTIME_MODEL_SHA256" not in env
 
 
-def test_frontend_processes_default_to_zero_one_process_serves_everything() -> None:
+def test_frontend_processes_are_rendered_only_when_set() -> None:
+    """Unset is the runtime's default (0: one process); leaving the variable out keeps
+    existing pod templates unchanged across an operator upgrade."""
     env = env_of(server(render()))
-    assert env["FERRY_RUNTIME_FRONTEND_PROCESSES"] == "0"
+    assert "FERRY_RUNTIME_FRONTEND_PROCESSES" not in env
 
 
 def test_user_env_follows_ferry_env_in_order_and_may_override_home() -> None:

@@ -26,7 +26,6 @@ def runtime_settings(md: ModelDeployment, options: RenderOptions) -> dict[str, s
         "MODEL_FORMAT": spec.model.format,
         "DEVICE": spec.runtime.device,
         "THREADS": str(spec.runtime.threads),
-        "FRONTEND_PROCESSES": str(spec.runtime.frontend_processes),
         "HTTP_PORT": str(spec.runtime.protocols.http_port),
         "GRPC_PORT": str(spec.runtime.protocols.grpc_port),
         "BATCHING_ENABLED": _flag(spec.batching.enabled),
@@ -39,6 +38,10 @@ def runtime_settings(md: ModelDeployment, options: RenderOptions) -> dict[str, s
     }
     if spec.model.sha256 is not None:
         settings["MODEL_SHA256"] = spec.model.sha256
+    if spec.runtime.frontend_processes:
+        # only when set: the runtime's default is 0, and an always-present variable would
+        # change (and so restart) every existing model's pods on an operator upgrade
+        settings["FRONTEND_PROCESSES"] = str(spec.runtime.frontend_processes)
     return {f"{ENV_PREFIX}{key}": value for key, value in settings.items()}
 
 
