@@ -311,7 +311,7 @@ def test_the_image_has_no_compiler(engine: dict[str, str], image: str) -> None:
     assert probe.returncode != 0  # and torch's C++ headers are trimmed
 
 
-def test_serves_an_aot_inductor_package_read_only_as_non_root(
+def test_serves_an_aot_inductor_package_read_only_as_non_root_through_front_ends(
     engine: dict[str, str],
     image: str,
     pt2_dirs: dict[str, Path],
@@ -327,8 +327,15 @@ def test_serves_an_aot_inductor_package_read_only_as_non_root(
     for path in (models, *models.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
     digest = file_sha256(models / "model.pt2")
+    # with two front-end processes: PID 1 starts, serves through and stops its children
     http_port = serve_read_only(
-        engine, image, container_name, models, digest, "FERRY_RUNTIME_MODEL_FORMAT=aot-inductor"
+        engine,
+        image,
+        container_name,
+        models,
+        digest,
+        "FERRY_RUNTIME_MODEL_FORMAT=aot-inductor",
+        "FERRY_RUNTIME_FRONTEND_PROCESSES=2",
     )
     base = f"http://127.0.0.1:{http_port}"
     wait_ready(engine, container_name, base, 180)
@@ -354,6 +361,7 @@ def test_serves_an_aot_inductor_package_read_only_as_non_root(
     assert torch.allclose(torch.tensor(outputs["total"]["data"]).reshape(2, 1), total, atol=1e-5)
     logs = docker(engine, "logs", container_name, check=False)
     assert "(aot-inductor)" in logs.stdout + logs.stderr
+    assert "(2 front-end processes)" in logs.stdout + logs.stderr
     docker(engine, "stop", "--time", "30", container_name, timeout=60)
     state = json.loads(docker(engine, "inspect", container_name).stdout)[0]["State"]
     assert state["ExitCode"] == 0
