@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick bench-overhead bench-operator kind-up kind-down image test-image test-cluster e2e clean
+.PHONY: venv demo test lint typecheck unit fuzz crd bench bench-quick bench-overhead bench-cores bench-operator kind-up kind-down image test-image test-cluster e2e clean
 
 venv: ## create .venv with torch==2.13.0 first, then the project with all extras, then helm
 	bash scripts/bootstrap.sh
@@ -45,6 +45,9 @@ bench-operator: venv ## operator at 100/1,000/3,000 objects + a slow API server 
 
 bench-overhead: venv ## per-request overhead: Ferry vs Triton (PyTriton) and KServe, medium MLP, with py-spy profiles
 	$(BIN)/python bench/runtime/run.py --plan overhead --profile
+
+bench-cores: venv ## 1 vs 2 server CPUs, one process vs a front-end process (~3 minutes)
+	$(BIN)/python -m bench.runtime.cores
 
 image: venv ## build ferry-runtime:dev and ferry-operator:dev with a local Docker engine
 	bash scripts/build-runtime-image.sh ferry-runtime:dev

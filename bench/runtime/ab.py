@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -35,13 +36,15 @@ REPO = Path(__file__).resolve().parents[2]
 CELLS = (("http", 1), ("http", 32), ("http", 64), ("grpc", 1), ("grpc", 32), ("grpc", 64))
 
 
-def _start(
+def start_medium(
     source: Path | None,
     model_dir: Path,
     cpus: list[int],
     logs: Path,
     settings: dict[str, str] | None = None,
 ) -> Server:
+    """Ferry (b32/5ms, one torch thread) serving the medium MLP from ``source``'s runtime-image
+    (``None``: this checkout), pinned to ``cpus``, with extra runtime ``settings``."""
     previous = os.environ.get("PYTHONPATH")
     base_env = server_module._base_env
     if settings:  # start_ferry drops FERRY_* from the environment: add these after it does
@@ -60,6 +63,30 @@ def _start(
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = previous
+
+
+def measure_medium(
+    server: Server,
+    protocol: str,
+    concurrency: int,
+    *,
+    payload: Any,
+    plan: LoadPlan,
+    loadgen_cpus: list[int],
+    jobs_dir: Path,
+) -> dict[str, Any]:
+    """One cell on the medium MLP with one load generator process."""
+    return measure_cell(
+        server,
+        "medium",
+        protocol,
+        concurrency,
+        payload=payload,
+        plan=plan,
+        loadgen_cpus=loadgen_cpus,
+        loadgen_processes=1,
+        jobs_dir=jobs_dir,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = write_model_dir(MODELS["medium"], root / "medium")
         payload = _payload(MODELS["medium"], model_dir)
         servers = {
-            "base": _start(args.base.resolve(), model_dir, server_cpus, root / "logs-base"),
-            "head": _start(None, model_dir, server_cpus, root / "logs-head", head_settings),
+            "base": start_medium(args.base.resolve(), model_dir, server_cpus, root / "logs-base"),
+            "head": start_medium(None, model_dir, server_cpus, root / "logs-head", head_settings),
         }
         try:
             for protocol, concurrency in CELLS:
@@ -96,15 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                     order = ("base", "head") if round_index % 2 == 0 else ("head", "base")
                     got, cpu = {}, {}
                     for name in order:
-                        cell = measure_cell(
+                        cell = measure_medium(
                             servers[name],
-                            "medium",
                             protocol,
                             concurrency,
                             payload=payload,
                             plan=plan,
                             loadgen_cpus=loadgen_cpus,
-                            loadgen_processes=1,
                             jobs_dir=root / "jobs",
                         )
                         got[name] = cell["throughput_rps"]

@@ -35,8 +35,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.runtime.ab import _start
-from bench.runtime.driver import LoadPlan, measure_cell
+from bench.runtime.ab import measure_medium, start_medium
+from bench.runtime.driver import LoadPlan
 from bench.runtime.models import MODELS, write_model_dir
 from bench.runtime.orchestrate import _payload
 from bench.runtime.procs import cpu_seconds, process_tree
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, (server_cpus, front_ends) in configurations(cpus).items():
                 settings = {"frontend_processes": str(front_ends)}
                 logs = root / f"logs-{len(servers)}"
-                servers[name] = _start(None, model_dir, server_cpus, logs, settings)
+                servers[name] = start_medium(None, model_dir, server_cpus, logs, settings)
             names = list(servers)
             for protocol, concurrency in CELLS:
                 for round_index in range(args.rounds):
@@ -152,15 +152,13 @@ def main(argv: list[str] | None = None) -> int:
                         compute0 = cpu_seconds(root_pid)
                         front0 = sum(cpu_seconds(pid) for pid in front_end_pids)
                         wall0 = time.monotonic()
-                        cell = measure_cell(
+                        cell = measure_medium(
                             servers[name],
-                            "medium",
                             protocol,
                             concurrency,
                             payload=payload,
                             plan=plan,
                             loadgen_cpus=loadgen_cpus,
-                            loadgen_processes=1,
                             jobs_dir=root / "jobs",
                         )
                         wall = time.monotonic() - wall0  # includes the warm-up: same load

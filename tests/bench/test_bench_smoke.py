@@ -564,3 +564,41 @@ def test_format_ratios_are_against_torchscript_of_the_same_model() -> None:
         "| m | aot-inductor | 150 | 400 | 400 | 1,500 | 5.0 "
         "| 1.50x / 1.00x / 0.50x | 1.50x | 0.50x |" in table
     )
+
+
+def test_cores_summary_takes_medians_and_compares_with_one_cpu() -> None:
+    from bench.runtime.cores import markdown, summarize
+
+    def row(config: str, rps: float, compute: float, front: float) -> dict[str, Any]:
+        return {
+            "protocol": "http",
+            "concurrency": 64,
+            "config": config,
+            "rps": rps,
+            "p99_ms": 30.0,
+            "server_cores": compute + front,
+            "loadgen_cores": 0.2,
+            "compute_cores": compute,
+            "front_end_cores": front,
+        }
+
+    rows = [row("1 cpu", rps, 1.0, 0.0) for rps in (2000.0, 2500.0, 1000.0)]
+    rows += [row("2 cpus + 1 front end", rps, 0.8, 0.6) for rps in (3000.0, 3200.0, 3100.0)]
+    summary = {entry["config"]: entry for entry in summarize(rows)}
+    assert summary["1 cpu"]["rps"] == 2000.0
+    assert summary["1 cpu"]["front_end_us"] == 0.0
+    with_front_end = summary["2 cpus + 1 front end"]
+    assert with_front_end["vs_1_cpu"] == pytest.approx(3100.0 / 2000.0)
+    assert with_front_end["compute_us"] == pytest.approx(0.8 / 3100.0 * 1e6)
+    assert with_front_end["front_end_us"] == pytest.approx(0.6 / 3100.0 * 1e6)
+    meta = {
+        "started": "now",
+        "rounds": 3,
+        "seconds": 4,
+        "cpus": [0, 1],
+        "loadgen_cpus": [0],
+        "loadavg_start": "0",
+        "loadavg_end": "0",
+    }
+    table = markdown(list(summary.values()), meta)
+    assert "| http | 64 | 2 cpus + 1 front end | 3,100 | 1.55 |" in table

@@ -148,6 +148,28 @@ process, and two front-end processes feeding the compute process (the protocol, 
 and the statistics must not tell them apart)."""
 
 
+def serve_process(model_dir: Path, *, capture: bool = True, **settings: object) -> Any:
+    """``python -m ferry_runtime serve`` on 127.0.0.1 as a subprocess (a ``subprocess.Popen``),
+    configured by ``FERRY_RUNTIME_*`` variables only: the caller's own are dropped, ``settings``
+    (``http_port=...``) added. With ``capture`` its output is a text pipe, else discarded."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_RUNTIME_")}
+    values: dict[str, object] = {"model_dir": model_dir, "host": "127.0.0.1", "threads": 1}
+    for key, value in (values | settings).items():
+        env[f"FERRY_RUNTIME_{key.upper()}"] = str(value)
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "ferry_runtime", "serve"],
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago (for servers run as subprocesses)."""
     with socket.socket() as sock:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +17,13 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from runtime_helpers import FRONT_END_MODES, free_port, launch_server, write_model_dir
+from runtime_helpers import (
+    FRONT_END_MODES,
+    free_port,
+    launch_server,
+    serve_process,
+    write_model_dir,
+)
 from torch import nn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -73,23 +77,13 @@ def grpc_infer(address: str, start: float) -> np.ndarray:
 def test_sigterm_drains_queued_and_in_flight_requests(tmp_path: Path, front_ends: int) -> None:
     model_dir = write_model_dir(tmp_path / "slow", Slow())
     http_port, grpc_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FERRY_RUNTIME_")},
-        "FERRY_RUNTIME_MODEL_DIR": str(model_dir),
-        "FERRY_RUNTIME_HOST": "127.0.0.1",
-        "FERRY_RUNTIME_HTTP_PORT": str(http_port),
-        "FERRY_RUNTIME_GRPC_PORT": str(grpc_port),
-        "FERRY_RUNTIME_MAX_BATCH_SIZE": "2",
-        "FERRY_RUNTIME_DRAIN_TIMEOUT_S": "60",
-        "FERRY_RUNTIME_THREADS": "1",
-        "FERRY_RUNTIME_FRONTEND_PROCESSES": str(front_ends),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ferry_runtime", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = serve_process(
+        model_dir,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        max_batch_size=2,
+        drain_timeout_s=60,
+        frontend_processes=front_ends,
     )
     base = f"http://127.0.0.1:{http_port}"
     try:

@@ -7,7 +7,6 @@ fixtures take ``FRONT_END_MODES``); this module covers what only exists with sev
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from ferry_runtime.protocol.types import ModelSignature, TensorSpec
 from ferry_runtime.settings import RuntimeSettings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_helpers import RunningServer, launch_server, write_model_dir
+from runtime_helpers import RunningServer, launch_server, serve_process, write_model_dir
 
 REQUESTS = 40
 FRONT_END_COMMAND = (sys.executable, "-m", "ferry_runtime.frontends")
@@ -173,20 +172,8 @@ def test_a_front_end_without_its_start_message_exits_1() -> None:
 
 
 def test_sigterm_with_front_ends_exits_0_and_stops_them(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_RUNTIME_")}
-    env |= {
-        "FERRY_RUNTIME_MODEL_DIR": str(write_model_dir(tmp_path / "m")),
-        "FERRY_RUNTIME_HOST": "127.0.0.1",
-        "FERRY_RUNTIME_HTTP_PORT": "0",
-        "FERRY_RUNTIME_GRPC_PORT": "0",
-        "FERRY_RUNTIME_FRONTEND_PROCESSES": "2",
-        "FERRY_RUNTIME_THREADS": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ferry_runtime", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    process = serve_process(
+        write_model_dir(tmp_path / "m"), http_port=0, grpc_port=0, frontend_processes=2
     )
     try:
         deadline = time.monotonic() + 60
@@ -197,9 +184,9 @@ def test_sigterm_with_front_ends_exits_0_and_stops_them(tmp_path: Path) -> None:
         front_ends = children(process.pid)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
-        assert process.returncode == 0, output.decode()
-        assert b"2 front-end processes" in output
-        assert b"is gone" not in output  # the front ends were stopped, not lost
+        assert process.returncode == 0, output
+        assert "2 front-end processes" in output
+        assert "is gone" not in output  # the front ends were stopped, not lost
         for pid in front_ends:
             assert not Path(f"/proc/{pid}").exists() or is_zombie_free(pid)
     finally:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from ferry_runtime import priority
-from runtime_helpers import free_port, write_model_dir
+from runtime_helpers import free_port, serve_process, write_model_dir
 
 linux_only = pytest.mark.skipif(
     not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from /proc"
@@ -54,20 +52,12 @@ def test_deprioritize_raises_the_niceness_of_the_given_threads_only() -> None:
 @linux_only
 def test_the_served_process_keeps_its_compute_thread_at_normal_priority(tmp_path: Path) -> None:
     http_port, grpc_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FERRY_RUNTIME_")},
-        "FERRY_RUNTIME_MODEL_DIR": str(write_model_dir(tmp_path / "m")),
-        "FERRY_RUNTIME_HOST": "127.0.0.1",
-        "FERRY_RUNTIME_HTTP_PORT": str(http_port),
-        "FERRY_RUNTIME_GRPC_PORT": str(grpc_port),
-        "FERRY_RUNTIME_THREADS": "1",
-        "FERRY_RUNTIME_SERVING_THREAD_NICE": "7",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ferry_runtime", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = serve_process(
+        write_model_dir(tmp_path / "m"),
+        capture=False,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        serving_thread_nice=7,
     )
     try:
         deadline = time.monotonic() + 90
