@@ -159,12 +159,17 @@ def test_signals_stop_the_server_and_previous_handlers_come_back(
         signal.signal(signal.SIGTERM, old_term)
 
 
-def test_a_model_that_cannot_load_ends_the_server_with_status_3(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front_ends", FRONT_END_MODES)
+def test_a_model_that_cannot_load_ends_the_server_with_status_3(
+    tmp_path: Path, front_ends: int
+) -> None:
     model_dir = write_model_dir(tmp_path / "m")
     (model_dir / "model.pt").write_bytes(b"not a model")
-    running = launch_server(model_dir, wait_ready=False)
+    running = launch_server(model_dir, wait_ready=False, frontend_processes=front_ends)
     running.thread.join(30)
     assert running.exit_codes == [3]  # EXIT_MODEL_LOAD_FAILED
+    if front_ends:  # stopped with it, not orphaned
+        assert [p.poll() for p in running.server._front_ends.processes] == [0] * front_ends
 
 
 def test_requests_during_loading_get_503_and_liveness_stays_up(tmp_path: Path) -> None:
