@@ -23,15 +23,23 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from runtime_helpers import GatedModel, RunningServer, launch_server, load_torchscript
+from runtime_helpers import (
+    FRONT_END_MODES,
+    GatedModel,
+    RunningServer,
+    launch_server,
+    load_torchscript,
+)
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 MAX_BATCH = 4
 """The default model (``INPUT__0`` FP32 [4]) with 4 rows: its largest body is small."""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=FRONT_END_MODES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
     from runtime_helpers import write_model_dir
 
     running = launch_server(
@@ -41,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         body_timeout_s=0.5,
         max_header_bytes=8 * 1024,
         max_header_count=32,
+        frontend_processes=request.param,
     )
     yield running
     assert running.stop() == 0
