@@ -209,3 +209,17 @@ def is_zombie_free(pid: int) -> bool:
         return b"ferry_runtime.frontends" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
+
+
+def test_front_ends_share_the_compute_queue() -> None:
+    from ferry_runtime.frontends.process import outstanding_share
+
+    def share(queue: int, front_ends: int) -> int:
+        settings = RuntimeSettings(
+            max_queue_size=queue, max_batch_size=8, frontend_processes=front_ends
+        )
+        return outstanding_share(settings)
+
+    assert share(1024, 1) == 1024 + 8
+    assert share(1024, 3) == 342 + 8  # three shares cover the queue, none more than needed
+    assert share(1, 2) == 1 + 8

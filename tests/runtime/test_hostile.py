@@ -322,8 +322,11 @@ def test_grpc_overload_answers_unavailable_never_resource_exhausted(tmp_path: Pa
 # ---- 5. shedding before the body -------------------------------------------------------------
 
 
-def test_a_full_queue_is_shed_before_the_body_is_read(tmp_path: Path) -> None:
-    running, gate = _gated(tmp_path, max_queue_size=1, max_batch_size=1)
+@pytest.mark.parametrize("front_ends", [0, 1], ids=["one-process", "one-front-end"])
+def test_a_full_queue_is_shed_before_the_body_is_read(tmp_path: Path, front_ends: int) -> None:
+    running, gate = _gated(
+        tmp_path, max_queue_size=1, max_batch_size=1, frontend_processes=front_ends
+    )
     url = infer_url(running)
     body = orjson.dumps(
         {"inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]}

@@ -37,6 +37,15 @@ START_TIMEOUT_S = 60.0
 """Longest wait for the compute process's first message."""
 
 
+def outstanding_share(settings: RuntimeSettings) -> int:
+    """Requests one front end keeps in flight before it sheds new ones before their body is
+    read: its share of the compute process's queue, plus one running batch. Together the front
+    ends never send more than the queue holds, so overload is refused as cheaply as in one
+    process."""
+    share = -(-settings.max_queue_size // max(1, settings.frontend_processes))
+    return share + settings.max_batch_size
+
+
 class FrontEndMetrics(Metrics):
     """This process's series, rendered for ``/metrics`` summed with every other process's."""
 
@@ -64,7 +73,7 @@ class FrontEnd:
         self.settings = settings
         self.engine = RemoteEngine(
             control,
-            settings.max_queue_size + settings.max_batch_size,
+            outstanding_share(settings),
             on_state=self._state,
             on_lost=self._lost,
             exposition=self._exposition,
