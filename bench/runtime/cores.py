@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
                 logs = root / f"logs-{len(servers)}"
                 servers[name] = start_medium(None, model_dir, server_cpus, logs, settings)
             names = list(servers)
+            measure = partial(
+                measure_medium,
+                payload=payload,
+                plan=plan,
+                loadgen_cpus=loadgen_cpus,
+                jobs_dir=root / "jobs",
+            )
             for protocol, concurrency in CELLS:
                 for round_index in range(args.rounds):
                     order = names[round_index % len(names) :] + names[: round_index % len(names)]
@@ -152,15 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         compute0 = cpu_seconds(root_pid)
                         front0 = sum(cpu_seconds(pid) for pid in front_end_pids)
                         wall0 = time.monotonic()
-                        cell = measure_medium(
-                            servers[name],
-                            protocol,
-                            concurrency,
-                            payload=payload,
-                            plan=plan,
-                            loadgen_cpus=loadgen_cpus,
-                            jobs_dir=root / "jobs",
-                        )
+                        cell = measure(servers[name], protocol, concurrency)
                         wall = time.monotonic() - wall0  # includes the warm-up: same load
                         compute_cores = (cpu_seconds(root_pid) - compute0) / wall
                         front_cores = (

@@ -29,6 +29,7 @@ control
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import socket
 import struct
@@ -46,6 +47,8 @@ REPLY = "reply"
 HELLO = "hello"
 
 Message = tuple[Any, ...]
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 2**31 - 1
@@ -130,10 +133,11 @@ class ChannelProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._reader.feed(data)
-        except (OSError, pickle.UnpicklingError) as error:
+        except (OSError, pickle.UnpicklingError) as error:  # closing ends the other side too
+            log.error("front-end channel: %s; closing it", error)
             if self._transport is not None:
                 self._transport.abort()
-            raise OSError(f"front-end channel: {error}") from None
+            return
         if messages:
             self._on_messages(messages)
 

@@ -162,13 +162,12 @@ class EngineService:
         started: int,
         future: asyncio.Future[list[np.ndarray]],
     ) -> None:
-        error = None if future.cancelled() else future.exception()
-        ok = error is None and not future.cancelled()
-        self._stats.record_request(ok, time.perf_counter_ns() - started)
-        if ok:
+        error = UnavailableError("cancelled") if future.cancelled() else future.exception()
+        self._stats.record_request(error is None, time.perf_counter_ns() - started)
+        if error is None:
             peer.answer((request_id, True, wire.pack_arrays(future.result())))
         else:
-            peer.answer((request_id, False, _portable(error or UnavailableError("cancelled"))))
+            peer.answer((request_id, False, _portable(error)))
 
     def _lost(self, peer: Peer) -> None:
         if not self._stopping:

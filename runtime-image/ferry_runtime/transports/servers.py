@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -138,14 +138,14 @@ class TransportServers:
 
     async def stop(self, grace_s: float, *, force: bool = False) -> None:
         """Stop taking connections and requests; wait up to ``grace_s`` for those in flight."""
-        waits: list[asyncio.Future[object]] = []
+        waits: list[Awaitable[object]] = []
         if self._uvicorn is not None and self._uvicorn_task is not None:
             self._uvicorn.should_exit = True
             if force:
                 self._uvicorn.force_exit = True
-            waits.append(self._uvicorn_task)  # type: ignore[arg-type]  # a Task is a Future
+            waits.append(self._uvicorn_task)
         if self._grpc is not None:
             stopped = self._grpc.stop(grace=grace_s)
-            waits.append(asyncio.ensure_future(asyncio.to_thread(stopped.wait)))
+            waits.append(asyncio.to_thread(stopped.wait))
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
